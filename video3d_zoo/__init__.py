@@ -1,0 +1,3 @@
+"""video3d_zoo: spatiotemporal 3D CNNs for video, with verified pretrained weights."""
+from .registry import list_models
+from . import models

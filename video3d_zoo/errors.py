@@ -1,0 +1,60 @@
+"""One exception hierarchy for the whole package.
+
+Every error the library raises on purpose derives from :class:`Video3DZooError`, so callers
+can catch the package's failures with one ``except`` clause.  Subclasses that describe a bad
+*value* also derive from :class:`ValueError` (and lookups from :class:`KeyError`), so code
+written against the standard exceptions keeps working.
+"""
+
+from __future__ import annotations
+
+
+class Video3DZooError(Exception):
+    """Base class of every error raised on purpose by video3d_zoo."""
+
+
+class UnknownModelError(Video3DZooError, KeyError):
+    """A model name (or alias) that is not registered."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class RegistryError(Video3DZooError):
+    """A registration that would make the registry ambiguous (duplicate name or alias)."""
+
+
+class InputShapeError(Video3DZooError, ValueError):
+    """A tensor whose rank, channel count or size does not fit the model."""
+
+
+class ConfigError(Video3DZooError, ValueError):
+    """A malformed model configuration (``config.json`` or keyword arguments)."""
+
+
+class CheckpointError(Video3DZooError, ValueError):
+    """A checkpoint that cannot be read, recognised or loaded exactly."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A pickled checkpoint that would execute code when loaded."""
+
+
+class ManifestError(Video3DZooError, ValueError):
+    """A weights manifest that does not validate; the message names entry and field."""
+
+
+class WeightsNotFoundError(Video3DZooError, LookupError):
+    """No manifest entry (or no published file) matches the requested weights."""
+
+
+class DownloadError(Video3DZooError, OSError):
+    """The weights could not be fetched (network, HTTP status, offline mode)."""
+
+
+class IntegrityError(Video3DZooError, OSError):
+    """A downloaded or cached file whose size or sha256 differs from the manifest."""
+
+
+class VideoDecodeError(Video3DZooError, ValueError):
+    """A video file that is missing, empty, corrupt or holds no video stream."""

@@ -1,0 +1,113 @@
+"""Pre-activation 3D ResNet (He et al. 2016 "identity mappings", in 3D).
+
+Provenance: github.com/kenshohara/3D-ResNets-PyTorch ``models/pre_act_resnet.py`` of both the
+CVPR2018 branch (released ``preresnet-200-kinetics.pth``) and the 2020 rewrite (no released
+weights; its constructor only builds with a keyword fixed, see the golden case notes).
+
+Each block is BN-ReLU-conv (x2 basic, x3 bottleneck); the shortcut (type A or B) is applied
+to the block input before its BN.  As in the original there is no ReLU after the residual
+addition and no final BN/ReLU after ``layer4``, so pooled features can be negative.
+The stem is the 3D ResNet stem (7x7x7 conv, BN, ReLU, max-pool).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from ..layers import ResNetTrunk, Triple
+from ..registry import bind_builder, register_model
+
+DEPTH_LAYERS = {
+    10: ("basic", (1, 1, 1, 1)),
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+    200: ("bottleneck", (3, 24, 36, 3)),
+}
+
+
+class PreActBasicBlock3d(nn.Module):
+    def __init__(self, in_planes: int, planes: int, stride: Triple = (1, 1, 1),
+                 downsample: Optional[nn.Module] = None) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm3d(in_planes)
+        self.conv1 = nn.Conv3d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm3d(planes)
+        self.conv2 = nn.Conv3d(planes, planes, 3, padding=1, bias=False)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.conv1(self.relu(self.bn1(x)))
+        out = self.conv2(self.relu(self.bn2(out)))
+        return out + identity
+
+
+class PreActBottleneck3d(nn.Module):
+    def __init__(self, in_planes: int, planes: int, out_planes: int, stride: Triple = (1, 1, 1),
+                 downsample: Optional[nn.Module] = None) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm3d(in_planes)
+        self.conv1 = nn.Conv3d(in_planes, planes, 1, bias=False)
+        self.bn2 = nn.BatchNorm3d(planes)
+        self.conv2 = nn.Conv3d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm3d(planes)
+        self.conv3 = nn.Conv3d(planes, out_planes, 1, bias=False)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.conv1(self.relu(self.bn1(x)))
+        out = self.conv2(self.relu(self.bn2(out)))
+        out = self.conv3(self.relu(self.bn3(out)))
+        return out + identity
+
+
+class PreActResNet3d(ResNetTrunk):
+    """Pre-activation 3D ResNet with the 3D ResNet stem."""
+
+    def __init__(self, block: str = "bottleneck", layers: Sequence[int] = (3, 4, 6, 3),
+                 stage_widths: Sequence[int] = (64, 128, 256, 512), num_classes: int = 400,
+                 in_chans: int = 3, shortcut_type: str = "B", widen_factor: float = 1.0,
+                 stem_kernel_t: int = 7, stem_stride_t: int = 1, stem_max_pool: bool = True,
+                 drop_rate: float = 0.0, init_weights: bool = True) -> None:
+        if block not in ("basic", "bottleneck"):
+            raise ValueError(f"block must be 'basic' or 'bottleneck', got {block!r}")
+        self.block = block
+        self.expansion = 1 if block == "basic" else 4
+        self._stem_args = (int(stem_kernel_t), int(stem_stride_t), bool(stem_max_pool))
+        widths = [int(w * widen_factor) for w in stage_widths]
+        super().__init__(layers, widths, widths[0], num_classes=num_classes, in_chans=in_chans,
+                         shortcut_type=shortcut_type, drop_rate=drop_rate, init_weights=init_weights)
+
+    def make_stem(self, in_chans: int, width: int) -> None:
+        self.add_standard_stem(in_chans, width, *self._stem_args)
+
+    def make_block(self, stage, in_planes, planes, stride, downsample):
+        if self.block == "basic":
+            return PreActBasicBlock3d(in_planes, planes, stride, downsample)
+        return PreActBottleneck3d(in_planes, planes, planes * self.expansion, stride, downsample)
+
+
+def _preact(depth: int, **kwargs) -> PreActResNet3d:
+    block, layers = DEPTH_LAYERS[depth]
+    return PreActResNet3d(block=block, layers=layers, **kwargs)
+
+
+def _register_preacts() -> None:
+    for depth in DEPTH_LAYERS:
+        build = bind_builder(_preact, depth)
+        build.__doc__ = f"Pre-activation 3D ResNet-{depth} (2017 weights exist for depth 200)."
+        register_model(f"preact_resnet3d_{depth}", family="preact_resnet3d",
+                       aliases=(f"preact_resnet{depth}_3d", f"preresnet{depth}_3d"),
+                       origin="kenshohara", depth=depth)(build)
+
+
+_register_preacts()

@@ -1,0 +1,177 @@
+"""R(2+1)D: every 3D convolution factorised into a spatial 1xkxk and a temporal kx1x1 one.
+
+Provenance: Tran et al., "A Closer Look at Spatiotemporal Convolutions for Action
+Recognition", CVPR 2018.  Two released lineages, one implementation:
+
+* github.com/kenshohara/3D-ResNets-PyTorch ``models/resnet2p1d.py`` (2020; released
+  ``r2p1d18_K_200ep.pth`` and ``r2p1d34_K_200ep.pth``): every factorised conv picks its own
+  mid width ``(27 * cin * cout) // (9 * cin + 3 * cout)`` (``mid_rule="per_conv"``); stem
+  1x7x7 (stride 1,2,2) to ``(3 * 64 * kt * 49) // (147 + kt * 64)`` = 110 channels, BN, ReLU,
+  kt x1x1 to 64; max-pool; depths 10-200 with bottlenecks from 50 on.
+* ``torchvision.models.video.r2plus1d_18``: stem 1x7x7 to 45 channels, 3x1x1 to 64, no
+  max-pool; both convolutions of a block share the mid width of its first
+  (``mid_rule="per_block"``).
+
+Spatial stride sits on the ``_s`` convolution, temporal stride on the ``_t`` one.  Parameter
+names follow the 2020 code (``conv1_s``, ``bn1_s``, ``conv1_t``, ``bn1_t``, ...).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from ..layers import ResNetTrunk, Triple
+from ..registry import bind_builder, register_model
+
+DEPTH_LAYERS = {
+    10: ("basic", (1, 1, 1, 1)),
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+    200: ("bottleneck", (3, 24, 36, 3)),
+}
+
+
+def factorised_mid(in_planes: int, out_planes: int) -> int:
+    """Mid width that gives a (2+1)D pair about the parameters of a 3x3x3 convolution."""
+    return (in_planes * out_planes * 27) // (in_planes * 9 + 3 * out_planes)
+
+
+def spatial_conv(cin: int, cout: int, stride: int = 1) -> nn.Conv3d:
+    return nn.Conv3d(cin, cout, (1, 3, 3), stride=(1, stride, stride), padding=(0, 1, 1), bias=False)
+
+
+def temporal_conv(cin: int, cout: int, stride: int = 1) -> nn.Conv3d:
+    return nn.Conv3d(cin, cout, (3, 1, 1), stride=(stride, 1, 1), padding=(1, 0, 0), bias=False)
+
+
+class BasicBlock2plus1d(nn.Module):
+    def __init__(self, in_planes: int, planes: int, stride: Triple = (1, 1, 1),
+                 downsample: Optional[nn.Module] = None, mid_rule: str = "per_conv") -> None:
+        super().__init__()
+        st, ss = stride[0], stride[1]
+        mid1 = factorised_mid(in_planes, planes)
+        mid2 = mid1 if mid_rule == "per_block" else factorised_mid(planes, planes)
+        self.conv1_s = spatial_conv(in_planes, mid1, ss)
+        self.bn1_s = nn.BatchNorm3d(mid1)
+        self.conv1_t = temporal_conv(mid1, planes, st)
+        self.bn1_t = nn.BatchNorm3d(planes)
+        self.conv2_s = spatial_conv(planes, mid2)
+        self.bn2_s = nn.BatchNorm3d(mid2)
+        self.conv2_t = temporal_conv(mid2, planes)
+        self.bn2_t = nn.BatchNorm3d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1_s(self.conv1_s(x)))
+        out = self.relu(self.bn1_t(self.conv1_t(out)))
+        out = self.relu(self.bn2_s(self.conv2_s(out)))
+        out = self.bn2_t(self.conv2_t(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck2plus1d(nn.Module):
+    def __init__(self, in_planes: int, planes: int, out_planes: int, stride: Triple = (1, 1, 1),
+                 downsample: Optional[nn.Module] = None) -> None:
+        super().__init__()
+        mid = factorised_mid(planes, planes)
+        self.conv1 = nn.Conv3d(in_planes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm3d(planes)
+        self.conv2_s = spatial_conv(planes, mid, stride[1])
+        self.bn2_s = nn.BatchNorm3d(mid)
+        self.conv2_t = temporal_conv(mid, planes, stride[0])
+        self.bn2_t = nn.BatchNorm3d(planes)
+        self.conv3 = nn.Conv3d(planes, out_planes, 1, bias=False)
+        self.bn3 = nn.BatchNorm3d(out_planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2_s(self.conv2_s(out)))
+        out = self.relu(self.bn2_t(self.conv2_t(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class R2Plus1d(ResNetTrunk):
+    """R(2+1)D network; see the module docstring for the two released configurations."""
+
+    def __init__(self, block: str = "basic", layers: Sequence[int] = (2, 2, 2, 2),
+                 stage_widths: Sequence[int] = (64, 128, 256, 512), num_classes: int = 400,
+                 in_chans: int = 3, shortcut_type: str = "B", widen_factor: float = 1.0,
+                 stem_mid: Optional[int] = None, stem_kernel_t: int = 7, stem_stride_t: int = 1,
+                 stem_max_pool: bool = True, mid_rule: str = "per_conv", drop_rate: float = 0.0,
+                 init_weights: bool = True) -> None:
+        if block not in ("basic", "bottleneck"):
+            raise ValueError(f"block must be 'basic' or 'bottleneck', got {block!r}")
+        if mid_rule not in ("per_conv", "per_block"):
+            raise ValueError(f"mid_rule must be 'per_conv' or 'per_block', got {mid_rule!r}")
+        if block == "bottleneck" and mid_rule != "per_conv":
+            raise ValueError("bottleneck blocks have a single factorised conv; use mid_rule='per_conv'")
+        self.block = block
+        self.mid_rule = mid_rule
+        self.expansion = 1 if block == "basic" else 4
+        self._stem_args = (stem_mid, int(stem_kernel_t), int(stem_stride_t), bool(stem_max_pool))
+        widths = [int(w * widen_factor) for w in stage_widths]
+        super().__init__(layers, widths, widths[0], num_classes=num_classes, in_chans=in_chans,
+                         shortcut_type=shortcut_type, drop_rate=drop_rate, init_weights=init_weights)
+
+    def make_stem(self, in_chans: int, width: int) -> None:
+        stem_mid, kernel_t, stride_t, max_pool = self._stem_args
+        # The 2020 code sizes the stem as if the input had 3 channels, whatever in_chans is.
+        mid = stem_mid or (3 * width * kernel_t * 49) // (3 * 49 + kernel_t * width)
+        self.conv1_s = nn.Conv3d(in_chans, mid, (1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False)
+        self.bn1_s = nn.BatchNorm3d(mid)
+        self.conv1_t = nn.Conv3d(mid, width, (kernel_t, 1, 1), stride=(stride_t, 1, 1),
+                                 padding=(kernel_t // 2, 0, 0), bias=False)
+        self.bn1_t = nn.BatchNorm3d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self._spine_op((kernel_t, 7, 7), (stride_t, 2, 2), (kernel_t // 2, 3, 3))
+        self.maxpool = self._make_max_pool(max_pool, 3)
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1_s(self.conv1_s(x)))
+        x = self.relu(self.bn1_t(self.conv1_t(x)))
+        return self.maxpool(x)
+
+    def make_block(self, stage, in_planes, planes, stride, downsample):
+        if self.block == "basic":
+            return BasicBlock2plus1d(in_planes, planes, stride, downsample, self.mid_rule)
+        return Bottleneck2plus1d(in_planes, planes, planes * self.expansion, stride, downsample)
+
+
+def _r2plus1d(depth: int, **kwargs) -> R2Plus1d:
+    block, layers = DEPTH_LAYERS[depth]
+    return R2Plus1d(block=block, layers=layers, **kwargs)
+
+
+def _register_kenshohara() -> None:
+    for depth in DEPTH_LAYERS:
+        # torchvision owns the plain name "r2plus1d_18"; the 2020 18-layer net is suffixed.
+        name = f"r2plus1d_{depth}" if depth != 18 else "r2plus1d_18_kenshohara"
+        build = bind_builder(_r2plus1d, depth)
+        build.__doc__ = (f"R(2+1)D-{depth}, 2020 3D-ResNets-PyTorch layout (stem mid 110, per-conv mid widths).")
+        register_model(name, family="r2plus1d", aliases=(f"r2p1d{depth}_3d",),
+                       origin="kenshohara", depth=depth)(build)
+
+
+_register_kenshohara()
+
+
+@register_model(family="torchvision_video", input_preset="torchvision", origin="torchvision", depth=18)
+def r2plus1d_18(**kwargs) -> R2Plus1d:
+    """torchvision R(2+1)D-18: stem mid 45 with a 3x1x1 temporal conv, no max-pool, per-block mids."""
+    kwargs.setdefault("stem_mid", 45)
+    kwargs.setdefault("stem_kernel_t", 3)
+    kwargs.setdefault("stem_max_pool", False)
+    kwargs.setdefault("mid_rule", "per_block")
+    return _r2plus1d(18, **kwargs)

@@ -1,0 +1,200 @@
+"""3D ResNet, Wide ResNet and ResNeXt, plus torchvision's R3D-18 and MC3-18.
+
+Provenance
+----------
+* Hara, Kataoka & Satoh, "Can Spatiotemporal 3D CNNs Retrace the History of 2D CNNs and
+  ImageNet?", CVPR 2018; code github.com/kenshohara/3D-ResNets-PyTorch, both the CVPR2018
+  branch (2017 weights: ``resnet-*-kinetics.pth``, ``wideresnet-50``, ``resnext-101``) and
+  the 2020 rewrite (``r3d*_K/KM_200ep.pth``).
+* Tran et al., "A Closer Look at Spatiotemporal Convolutions for Action Recognition",
+  CVPR 2018, as packaged by ``torchvision.models.video`` (``r3d_18``, ``mc3_18``).
+
+One implementation covers all of them:
+
+* stem: ``kt x 7 x 7`` convolution (stride ``stem_stride_t x 2 x 2``) + BN + ReLU, then an
+  optional 3x3x3 max-pool (stride 2 in T, H, W).  Kenshohara models: kt = 7 with max-pool;
+  torchvision: kt = 3 without.
+* blocks: basic (two ``kt x 3 x 3`` convolutions) or bottleneck (1x1x1, ``kt x 3 x 3``
+  with the stride and ``cardinality`` groups, 1x1x1).  ``expansion`` is 4 for ResNet, 2 for
+  WRN and ResNeXt.  ResNeXt mid width is ``cardinality * planes // 32`` as in the original.
+* shortcut "A" (zero-padding, the 2017 ResNet-18/34 weights) or "B" (1x1x1 conv + BN).
+* ``widen_factor`` scales every stage width and the stem (2020 ``--resnet_widen_factor``;
+  a different network from WRN-50 k=2, which has expansion 2).
+* ``stem_width``: 64 for the 2017 WRN-50 / ResNeXt layouts; the 2020 code uses the first
+  stage width (128 for its WRN and ResNeXt).
+
+Differences from the originals: global adaptive pooling replaces the 2017 fixed
+``AvgPool3d`` (identical at the trained 16x112x112 / 64x112x112 sizes); shortcut A lets the
+gradient through the identity part, where the 2017 code detached it (inference is identical).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from ..layers import ResNetTrunk, Triple
+from ..registry import bind_builder, register_model
+
+DEPTH_LAYERS = {
+    10: ("basic", (1, 1, 1, 1)),
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+    200: ("bottleneck", (3, 24, 36, 3)),
+}
+
+
+class BasicBlock3d(nn.Module):
+    def __init__(self, in_planes: int, planes: int, stride: Triple = (1, 1, 1),
+                 downsample: Optional[nn.Module] = None, kernel_t: int = 3) -> None:
+        super().__init__()
+        kernel, padding = (kernel_t, 3, 3), (kernel_t // 2, 1, 1)
+        self.conv1 = nn.Conv3d(in_planes, planes, kernel, stride=stride, padding=padding, bias=False)
+        self.bn1 = nn.BatchNorm3d(planes)
+        self.conv2 = nn.Conv3d(planes, planes, kernel, padding=padding, bias=False)
+        self.bn2 = nn.BatchNorm3d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck3d(nn.Module):
+    def __init__(self, in_planes: int, mid_planes: int, out_planes: int, stride: Triple = (1, 1, 1),
+                 downsample: Optional[nn.Module] = None, kernel_t: int = 3, groups: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv3d(in_planes, mid_planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm3d(mid_planes)
+        self.conv2 = nn.Conv3d(mid_planes, mid_planes, (kernel_t, 3, 3), stride=stride,
+                               padding=(kernel_t // 2, 1, 1), groups=groups, bias=False)
+        self.bn2 = nn.BatchNorm3d(mid_planes)
+        self.conv3 = nn.Conv3d(mid_planes, out_planes, 1, bias=False)
+        self.bn3 = nn.BatchNorm3d(out_planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class ResNet3d(ResNetTrunk):
+    """3D ResNet / WRN / ResNeXt (see the module docstring for every option)."""
+
+    def __init__(self, block: str = "bottleneck", layers: Sequence[int] = (3, 4, 6, 3),
+                 stage_widths: Sequence[int] = (64, 128, 256, 512), num_classes: int = 400,
+                 in_chans: int = 3, shortcut_type: str = "B", widen_factor: float = 1.0,
+                 expansion: Optional[int] = None, cardinality: int = 1,
+                 stem_width: Optional[int] = None, stem_kernel_t: int = 7, stem_stride_t: int = 1,
+                 stem_max_pool: bool = True, stem_pool_kernel_t: int = 3,
+                 block_kernel_t: Sequence[int] = (3, 3, 3, 3),
+                 stage_stride_t: Sequence[int] = (1, 2, 2, 2), drop_rate: float = 0.0,
+                 init_weights: bool = True) -> None:
+        if block not in ("basic", "bottleneck"):
+            raise ValueError(f"block must be 'basic' or 'bottleneck', got {block!r}")
+        if block == "basic" and cardinality != 1:
+            raise ValueError("grouped convolutions (cardinality > 1) need bottleneck blocks")
+        if len(block_kernel_t) != 4:
+            raise ValueError(f"block_kernel_t needs 4 entries, got {tuple(block_kernel_t)}")
+        self.block = block
+        self.expansion = expansion or (1 if block == "basic" else 4)
+        self.cardinality = int(cardinality)
+        self.block_kernel_t = tuple(int(k) for k in block_kernel_t)
+        self._stem_args = (int(stem_kernel_t), int(stem_stride_t), bool(stem_max_pool), int(stem_pool_kernel_t))
+        widths = [int(w * widen_factor) for w in stage_widths]
+        stem = int(stem_width * widen_factor) if stem_width else widths[0]
+        super().__init__(layers, widths, stem, num_classes=num_classes, in_chans=in_chans,
+                         shortcut_type=shortcut_type, stage_stride_t=stage_stride_t,
+                         drop_rate=drop_rate, init_weights=init_weights)
+
+    def make_stem(self, in_chans: int, width: int) -> None:
+        kernel_t, stride_t, max_pool, pool_kernel_t = self._stem_args
+        self.add_standard_stem(in_chans, width, kernel_t, stride_t, max_pool, pool_kernel_t)
+
+    def make_block(self, stage, in_planes, planes, stride, downsample):
+        kernel_t = self.block_kernel_t[stage]
+        if self.block == "basic":
+            return BasicBlock3d(in_planes, planes, stride, downsample, kernel_t)
+        mid = self.cardinality * planes // 32 if self.cardinality > 1 else planes
+        return Bottleneck3d(in_planes, mid, planes * self.expansion, stride, downsample,
+                            kernel_t, self.cardinality)
+
+
+def _resnet3d(depth: int, **kwargs) -> ResNet3d:
+    block, layers = DEPTH_LAYERS[depth]
+    return ResNet3d(block=block, layers=layers, **kwargs)
+
+
+def _resnext3d(depth: int, **kwargs) -> ResNet3d:
+    kwargs.setdefault("stem_width", 64)
+    kwargs.setdefault("cardinality", 32)
+    kwargs.setdefault("stage_widths", (128, 256, 512, 1024))
+    kwargs.setdefault("expansion", 2)
+    return _resnet3d(depth, **kwargs)
+
+
+def _register_resnets() -> None:
+    for depth in DEPTH_LAYERS:
+        build = bind_builder(_resnet3d, depth)
+        build.__doc__ = (f"3D ResNet-{depth} (Hara et al. 2018); 2017 and 2020 Kinetics weights. "
+                         "Options: shortcut_type, widen_factor, stem_kernel_t, stem_stride_t, stem_max_pool.")
+        register_model(f"resnet3d_{depth}", family="resnet3d", aliases=(f"resnet{depth}_3d",),
+                       origin="kenshohara", depth=depth)(build)
+
+
+_register_resnets()
+
+
+@register_model(family="wide_resnet3d", aliases=("wide_resnet50_3d", "wideresnet50_3d"),
+                origin="kenshohara", depth=50, k=2)
+def wide_resnet3d_50(**kwargs) -> ResNet3d:
+    """Wide 3D ResNet-50, k=2 (bottleneck expansion 2, 2048 features); 2017 layout, 64-channel stem.
+
+    The 2020 code's WRN-50 is the same network with a 128-channel stem: ``stem_width=128``.
+    """
+    kwargs.setdefault("stem_width", 64)
+    kwargs.setdefault("stage_widths", (128, 256, 512, 1024))
+    kwargs.setdefault("expansion", 2)
+    return _resnet3d(50, **kwargs)
+
+
+def _register_resnexts() -> None:
+    for depth in (50, 101, 152, 200):
+        build = bind_builder(_resnext3d, depth)
+        build.__doc__ = (f"3D ResNeXt-{depth}, cardinality 32, 2048 features; 2017 layout (64-channel stem). "
+                         "The 2020 layout is stem_width=128.")
+        register_model(f"resnext3d_{depth}", family="resnext3d", aliases=(f"resnext{depth}_3d",),
+                       origin="kenshohara", depth=depth, cardinality=32)(build)
+
+
+_register_resnexts()
+
+
+@register_model(family="torchvision_video", input_preset="torchvision", origin="torchvision", depth=18)
+def r3d_18(**kwargs) -> ResNet3d:
+    """torchvision R3D-18: 3D ResNet-18 with a 3x7x7 stem and no max-pool (Tran et al. 2018)."""
+    kwargs.setdefault("stem_kernel_t", 3)
+    kwargs.setdefault("stem_max_pool", False)
+    return _resnet3d(18, **kwargs)
+
+
+@register_model(family="torchvision_video", input_preset="torchvision", origin="torchvision", depth=18)
+def mc3_18(**kwargs) -> ResNet3d:
+    """torchvision MC3-18: 3D convolutions in the stem and layer1, 2D (1x3x3) in layers 2-4."""
+    kwargs.setdefault("stem_kernel_t", 3)
+    kwargs.setdefault("stem_max_pool", False)
+    kwargs.setdefault("block_kernel_t", (3, 1, 1, 1))
+    kwargs.setdefault("stage_stride_t", (1, 1, 1, 1))
+    return _resnet3d(18, **kwargs)
