@@ -1,3 +1,25 @@
-"""video3d_zoo: spatiotemporal 3D CNNs for video, with verified pretrained weights."""
-from .registry import list_models
-from . import models
+"""video3d_zoo: spatiotemporal 3D CNNs for video, with verified pretrained weights.
+
+>>> import video3d_zoo
+>>> model = video3d_zoo.create_model("resnet3d_50", num_classes=10)
+>>> video3d_zoo.list_models("resnext3d_*")
+['resnext3d_101', 'resnext3d_152', 'resnext3d_200', 'resnext3d_50']
+
+Every registered model also has a factory function of the same name
+(``video3d_zoo.resnet3d_50(pretrained=...)``).
+"""
+
+from . import models as _models  # noqa: F401  (registers every architecture)
+from .api import create_model, public_factories
+from .config import INPUT_PRESETS, InputSpec, ModelConfig
+from .errors import Video3DZooError
+from .registry import get_model_spec, list_models
+from .weights import from_pretrained, save_pretrained
+
+__version__ = "0.1.0"
+
+_FACTORIES = public_factories()
+globals().update(_FACTORIES)
+
+__all__ = ["INPUT_PRESETS", "InputSpec", "ModelConfig", "Video3DZooError", "create_model",
+           "from_pretrained", "get_model_spec", "list_models", "save_pretrained", *sorted(_FACTORIES)]

@@ -175,6 +175,36 @@ def from_pretrained(source: Union[PathLike, Mapping[str, Any]], num_classes: Opt
     return load_converted(convert_source(source), num_classes=num_classes, in_chans=in_chans)
 
 
+def load_pretrained(name: str, pretrained: Any, num_classes: Optional[int] = None, in_chans: int = 3,
+                    arch_kwargs: Optional[Mapping[str, Any]] = None) -> nn.Module:
+    """The one path from ``create_model(name, pretrained=...)`` to a loaded model.
+
+    ``pretrained`` is a local path (file or folder) or, through the weights manifest,
+    ``True`` (the model's default weights), a tag or an alias.
+    """
+    if _is_local_path(pretrained):
+        converted = convert_source(pretrained)
+    else:
+        from .manifest import fetch_converted
+
+        converted = fetch_converted(name, pretrained)
+    if converted.config.architecture != name:
+        raise CheckpointError(f"{pretrained!r} holds a {converted.config.architecture} checkpoint, "
+                              f"not {name}; use from_pretrained() to load it as what it is")
+    if arch_kwargs:
+        merged = {**converted.config.arch_kwargs, **arch_kwargs}
+        converted.config = converted.config.replace(arch_kwargs=merged)
+    return load_converted(converted, num_classes=num_classes, in_chans=in_chans)
+
+
+def _is_local_path(value: Any) -> bool:
+    if isinstance(value, os.PathLike):
+        return True
+    if not isinstance(value, str):
+        return False
+    return os.sep in value or value.endswith((".pth", ".pt", ".safetensors", ".bin")) or Path(value).exists()
+
+
 def convert_source(source: Union[PathLike, Mapping[str, Any]]) -> ConvertedCheckpoint:
     """Read (if a path) and convert a checkpoint to the zoo layout, using a stored config if any."""
     if isinstance(source, Mapping):

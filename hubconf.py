@@ -1,0 +1,12 @@
+"""torch.hub entry points: every registered model and its aliases.
+
+    torch.hub.load("<org>/video3d_zoo", "resnext101_3d", pretrained=True)
+
+Each entry point is ``video3d_zoo.create_model(name, pretrained, num_classes, in_chans, **kwargs)``.
+"""
+
+dependencies = ["torch", "numpy", "safetensors", "huggingface_hub"]
+
+from video3d_zoo.api import public_factories as _public_factories  # noqa: E402
+
+globals().update(_public_factories(include_aliases=True))
