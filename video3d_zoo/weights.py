@@ -88,14 +88,51 @@ def read_pickle(path: PathLike) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+        imports = pickle_imports(path)
+        if imports:
             raise UnsafeCheckpointError(
-                f"{path}: refused - unpickling it would import or run code that is not plain tensors and "
-                f"containers ({str(exc).splitlines()[0]}). Only load it if you trust its source, with "
-                "torch.load(weights_only=False), then pass the state dict to from_pretrained().") from exc
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, truncated or corrupt ({exc})") from exc
+                f"{path}: refused - unpickling it would import and call {', '.join(imports[:5])}, which is "
+                "not plain tensors and containers. Only if you trust its source: load it with "
+                "torch.load(weights_only=False) and pass the result to from_pretrained().") from exc
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, truncated or corrupt "
+                              f"({_first_line(exc)})") from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, truncated or corrupt "
+                              f"({_first_line(exc)})") from exc
+
+
+_SAFE_IMPORT_PREFIXES = ("torch.", "collections.OrderedDict", "builtins.set", "builtins.frozenset",
+                         "_codecs.encode", "numpy.")
+
+
+def pickle_imports(path: PathLike) -> list:
+    """Globals a pickle (plain or inside a ``torch.save`` zip) would import, minus tensor plumbing."""
+    import pickletools
+
+    path = Path(path)
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                member = next(n for n in zf.namelist() if n.endswith("data.pkl"))
+                data = zf.read(member)
+        else:
+            data = path.read_bytes()
+        strings, found = [], []
+        for opcode, arg, _ in pickletools.genops(data):
+            if isinstance(arg, str):
+                strings.append(arg)
+            if opcode.name in ("GLOBAL", "INST"):
+                found.append(arg.replace(" ", "."))
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+    except Exception:  # unparseable: corrupt rather than malicious
+        return []
+    return [name for name in dict.fromkeys(found) if not name.startswith(_SAFE_IMPORT_PREFIXES)]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1] if text and "Weights only load failed" in text[0] else (text[0] if text else type(exc).__name__)
 
 
 # -- building ------------------------------------------------------------------------------------
