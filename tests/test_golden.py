@@ -11,6 +11,7 @@ import torch
 
 from video3d_zoo import from_pretrained
 from video3d_zoo.convert import detect_layout
+from video3d_zoo.inference import optimize_for_inference
 
 from helpers import golden_case_files
 
@@ -55,6 +56,10 @@ def test_golden_case(path, recipe, tmp_path):
     np.testing.assert_allclose(logits.numpy(), ref_logits, rtol=tol["rtol"], atol=tol["atol"])
     np.testing.assert_allclose(features.numpy(), ref_features, rtol=tol["features_rtol"],
                                atol=tol["features_atol"])
+
+    # The float32 fast path (BN folded, channels_last_3d) stays within the same tolerance.
+    fast = optimize_for_inference(model, precision="fp32")
+    np.testing.assert_allclose(fast(x).numpy(), ref_logits, rtol=tol["rtol"], atol=tol["atol"])
 
 
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])

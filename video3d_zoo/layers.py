@@ -70,6 +70,9 @@ def min_length(ops: Sequence[Tuple[int, int, int]], limit: int = 4096) -> int:
 class VideoClassifier(nn.Module):
     """Base class: a clip (N x C x T x H x W) in, class logits out.
 
+    Any module may list ``fusable_pairs``: ``(conv, bn)`` attribute names where the BatchNorm
+    directly follows the convolution, so inference can fold it (see ``video3d_zoo.inference``).
+
     Subclasses build their layers, call :meth:`_spine_op` for every op that changes the
     size of the feature map (in forward order) and :meth:`_add_stage` after each stage,
     then :meth:`_init_head`.  They implement :meth:`forward_features`.
@@ -180,11 +183,18 @@ class ZeroPadShortcut(nn.Module):
         return x
 
 
+class ConvBnShortcut(nn.Sequential):
+    """Shortcut type B: 1x1x1 convolution (strided) followed by BatchNorm (keys ``0.*``, ``1.*``)."""
+
+    fusable_pairs = (("0", "1"),)
+
+    def __init__(self, in_planes: int, out_planes: int, stride: Triple) -> None:
+        super().__init__(nn.Conv3d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False),
+                         nn.BatchNorm3d(out_planes))
+
+
 def conv_bn_shortcut(in_planes: int, out_planes: int, stride: Triple) -> nn.Sequential:
-    """Shortcut type B: 1x1x1 convolution (strided) followed by BatchNorm."""
-    return nn.Sequential(
-        nn.Conv3d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False),
-        nn.BatchNorm3d(out_planes))
+    return ConvBnShortcut(in_planes, out_planes, stride)
 
 
 def make_shortcut(shortcut_type: str, in_planes: int, out_planes: int, stride: Triple) -> Optional[nn.Module]:
@@ -206,6 +216,7 @@ class ResNetTrunk(VideoClassifier):
     """
 
     expansion = 1
+    fusable_pairs: Tuple[Tuple[str, str], ...] = (("conv1", "bn1"),)
 
     def __init__(self, layers: Sequence[int], stage_widths: Sequence[int], stem_width: int,
                  num_classes: int = 400, in_chans: int = 3, shortcut_type: str = "B",

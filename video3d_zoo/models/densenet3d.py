@@ -36,6 +36,9 @@ DEPTH_BLOCKS = {
 
 
 class DenseLayer3d(nn.Sequential):
+    # Pre-activation layer: only the bottleneck conv is followed directly by a BN.
+    fusable_pairs = (("conv1", "norm2"),)
+
     def __init__(self, in_features: int, growth_rate: int, bn_size: int, drop_rate: float) -> None:
         super().__init__(OrderedDict([
             ("norm1", nn.BatchNorm3d(in_features)),
@@ -87,6 +90,7 @@ class DenseNet3d(VideoClassifier):
             stem.append(("pool1", nn.MaxPool3d(kernel_size=3, stride=2, padding=1)))
             self._spine_op(3, 2, 1)
         self.features = nn.Sequential(OrderedDict(stem))
+        self.features.fusable_pairs = (("conv1", "norm1"),)
         channels = num_init_features
         for i, num_layers in enumerate(block_config):
             block = nn.Sequential(OrderedDict(

@@ -51,6 +51,8 @@ def temporal_conv(cin: int, cout: int, stride: int = 1) -> nn.Conv3d:
 
 
 class BasicBlock2plus1d(nn.Module):
+    fusable_pairs = (("conv1_s", "bn1_s"), ("conv1_t", "bn1_t"), ("conv2_s", "bn2_s"), ("conv2_t", "bn2_t"))
+
     def __init__(self, in_planes: int, planes: int, stride: Triple = (1, 1, 1),
                  downsample: Optional[nn.Module] = None, mid_rule: str = "per_conv") -> None:
         super().__init__()
@@ -78,6 +80,8 @@ class BasicBlock2plus1d(nn.Module):
 
 
 class Bottleneck2plus1d(nn.Module):
+    fusable_pairs = (("conv1", "bn1"), ("conv2_s", "bn2_s"), ("conv2_t", "bn2_t"), ("conv3", "bn3"))
+
     def __init__(self, in_planes: int, planes: int, out_planes: int, stride: Triple = (1, 1, 1),
                  downsample: Optional[nn.Module] = None) -> None:
         super().__init__()
@@ -104,6 +108,8 @@ class Bottleneck2plus1d(nn.Module):
 
 class R2Plus1d(ResNetTrunk):
     """R(2+1)D network; see the module docstring for the two released configurations."""
+
+    fusable_pairs = (("conv1_s", "bn1_s"), ("conv1_t", "bn1_t"))
 
     def __init__(self, block: str = "basic", layers: Sequence[int] = (2, 2, 2, 2),
                  stage_widths: Sequence[int] = (64, 128, 256, 512), num_classes: int = 400,

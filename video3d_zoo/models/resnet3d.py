@@ -50,6 +50,8 @@ DEPTH_LAYERS = {
 
 
 class BasicBlock3d(nn.Module):
+    fusable_pairs = (("conv1", "bn1"), ("conv2", "bn2"))
+
     def __init__(self, in_planes: int, planes: int, stride: Triple = (1, 1, 1),
                  downsample: Optional[nn.Module] = None, kernel_t: int = 3) -> None:
         super().__init__()
@@ -69,6 +71,8 @@ class BasicBlock3d(nn.Module):
 
 
 class Bottleneck3d(nn.Module):
+    fusable_pairs = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
+
     def __init__(self, in_planes: int, mid_planes: int, out_planes: int, stride: Triple = (1, 1, 1),
                  downsample: Optional[nn.Module] = None, kernel_t: int = 3, groups: int = 1) -> None:
         super().__init__()

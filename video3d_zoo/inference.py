@@ -1,0 +1,150 @@
+"""Preparing a model for fast inference: one call, each step chosen by capability.
+
+:func:`optimize_for_inference` returns an :class:`InferenceModel` wrapping a copy of the model:
+
+* eval mode and ``torch.inference_mode``;
+* BatchNorm folded into the convolution before it, wherever a model lists the pair in
+  ``fusable_pairs`` (exact up to float rounding; pre-activation BNs stay as they are);
+* ``channels_last_3d`` memory format, which lets oneDNN (CPU) / cuDNN run every convolution;
+* optional reduced precision: ``"bf16"`` autocast on CPUs with AVX-512-BF16/AMX and on GPUs that
+  support it, ``"fp16"`` on CUDA; outputs are returned as float32.  Cost: logits differ from
+  float32 by about 1% of the largest logit (see docs/performance.md for measured figures);
+* optional ``torch.compile`` (inductor) with freezing, which pre-packs the folded weights.
+  The first call compiles (tens of seconds on a 2-core CPU); later calls are fast.
+
+Float32 without compilation is the default and reproduces the float32 model within rounding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def fold_batchnorm(conv: nn.Conv3d, bn: nn.modules.batchnorm._BatchNorm) -> nn.Conv3d:
+    """A convolution computing ``bn(conv(x))`` of an eval-mode BatchNorm (new module, same device)."""
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    fused = nn.Conv3d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                      padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=True,
+                      device=conv.weight.device, dtype=conv.weight.dtype)
+    bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    with torch.no_grad():
+        fused.weight.copy_(conv.weight.detach() * scale.reshape(-1, 1, 1, 1, 1))
+        fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias.detach())
+    return fused
+
+
+def fuse_conv_bn(model: nn.Module) -> int:
+    """Fold every ``fusable_pairs`` BatchNorm of ``model`` in place; returns how many were folded."""
+    folded = 0
+    for module in list(model.modules()):
+        for conv_name, bn_name in getattr(module, "fusable_pairs", ()):
+            conv, bn = getattr(module, conv_name, None), getattr(module, bn_name, None)
+            if isinstance(conv, nn.Conv3d) and isinstance(bn, nn.modules.batchnorm._BatchNorm):
+                setattr(module, conv_name, fold_batchnorm(conv, bn))
+                setattr(module, bn_name, nn.Identity())
+                folded += 1
+    return folded
+
+
+def bf16_supported(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """Check that ``precision`` is usable on ``device``; raise a ValueError saying why not."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "bf16" and not bf16_supported(device):
+        raise ValueError(f"bf16 is not supported on {device} (CPU needs AVX-512-BF16 or AMX; "
+                         "GPU needs compute capability 8.0+); use 'fp32'")
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("fp16 inference needs a CUDA device; on CPU use 'bf16' or 'fp32'")
+    return precision
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    precision: str = "fp32"
+    channels_last: bool = True
+    fold_bn: bool = True
+    compile: bool = False
+
+
+class InferenceModel(nn.Module):
+    """A model prepared by :func:`optimize_for_inference`; same call interface, float32 outputs."""
+
+    def __init__(self, model: nn.Module, options: InferenceOptions, device: torch.device) -> None:
+        super().__init__()
+        self.model = model
+        self.options = options
+        self.device = device
+        self.config = getattr(model, "config", None)
+        self.num_features = getattr(model, "num_features", None)
+        self.feature_info = getattr(model, "feature_info", [])
+        self._compiled = None
+        if options.compile:
+            self._compiled = torch.compile(model)
+
+    def _autocast(self):
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.options.precision)
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        if self.options.channels_last and x.dim() == 5:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        return x
+
+    def _run(self, fn, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(), self._autocast():
+            return fn(self._prepare(x)).float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._compiled is not None:
+            import torch._inductor.config as inductor_config
+
+            # Freezing only takes effect when set around the compiling call (perf-facts.md).
+            with inductor_config.patch(freezing=True):
+                return self._run(self._compiled, x)
+        return self._run(self.model, x)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(self.model.forward_features, x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        with torch.inference_mode(), self._autocast():
+            return self.model.forward_head(x.to(self.device), pre_logits=pre_logits).float()
+
+
+def optimize_for_inference(model: nn.Module, precision: str = "fp32", channels_last: bool = True,
+                           fold_bn: bool = True, compile: bool = False,
+                           device: Optional[torch.device | str] = None, copy_model: bool = True) -> InferenceModel:
+    """Prepare ``model`` for inference (see the module docstring for each step and its cost).
+
+    The original model is left untouched unless ``copy_model=False``.
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    options = InferenceOptions(resolve_precision(precision, device), channels_last, fold_bn, compile)
+    prepared = copy.deepcopy(model) if copy_model else model
+    prepared = prepared.eval().to(device)
+    for p in prepared.parameters():
+        p.requires_grad_(False)
+    if fold_bn:
+        fuse_conv_bn(prepared)
+    if channels_last:
+        prepared = prepared.to(memory_format=torch.channels_last_3d)
+    return InferenceModel(prepared, options, device)
