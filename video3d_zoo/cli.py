@@ -57,6 +57,20 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("bench")
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import format_rows, run_benchmark, write_csv
+
+    rows = run_benchmark(args.models, batch_size=args.batch_size, frames=args.frames, size=args.size,
+                         repeats=args.repeats, variants=args.variants, device=args.device,
+                         compile=not args.no_compile)
+    print(format_rows(rows))
+    if args.csv:
+        write_csv(rows, args.csv)
+        print(f"wrote {args.csv}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="video3d-zoo", description="Spatiotemporal 3D CNN model zoo.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -74,6 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="original / torchvision checkpoint -> model.safetensors + config.json")
     p.add_argument("src", help=".pth file, safetensors file or zoo folder")
     p.add_argument("-o", "--output", required=True, help="output folder")
+
+    p = sub.add_parser("bench", help="inference speed of each fast-path variant against eager fp32")
+    p.add_argument("models", nargs="+")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--size", type=int, default=112)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--variants", nargs="+", default=None,
+                   help="subset of eager_fp32 fast_fp32 fast_bf16 compiled_fp32 compiled_bf16")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
+    p.add_argument("--device", default=None)
+    p.add_argument("--csv", default=None, help="also write the rows to this CSV file")
     return parser
 
 
