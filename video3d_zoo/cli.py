@@ -71,6 +71,29 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("export")
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx
+
+    report = export_onnx(_load_model_arg(args.model), args.output, frames=args.frames, size=args.size,
+                         opset=args.opset, check=not args.no_check)
+    checked = f", max |onnxruntime - torch| = {report.max_abs_diff:.2e}" if report.max_abs_diff is not None else ""
+    print(f"wrote {report.path} (dynamic axes: batch, time){checked}")
+    return 0
+
+
+def _load_model_arg(ref: str):
+    """NAME[.TAG] of a registered model (pretrained weights if a tag is given) or a checkpoint path."""
+    from pathlib import Path
+
+    from .api import create_model
+    from .weights import from_pretrained
+
+    if Path(ref).exists():
+        return from_pretrained(ref)
+    return create_model(ref, pretrained=True if "." in ref else None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="video3d-zoo", description="Spatiotemporal 3D CNN model zoo.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -100,6 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
     p.add_argument("--device", default=None)
     p.add_argument("--csv", default=None, help="also write the rows to this CSV file")
+
+    p = sub.add_parser("export", help="export a model to ONNX (dynamic batch and time axes)")
+    p.add_argument("model", help="NAME[.TAG] or a checkpoint path")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--frames", type=int, default=None)
+    p.add_argument("--size", type=int, default=None)
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
     return parser
 
 

@@ -58,3 +58,7 @@ class IntegrityError(Video3DZooError, OSError):
 
 class VideoDecodeError(Video3DZooError, ValueError):
     """A video file that is missing, empty, corrupt or holds no video stream."""
+
+
+class ExportError(Video3DZooError, RuntimeError):
+    """A model that cannot be exported to the requested format; the message says why."""
