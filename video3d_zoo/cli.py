@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Callable, Dict, List, Optional
 
-from .errors import Video3DZooError
+from .errors import ConfigError, Video3DZooError
 
 Handler = Callable[[argparse.Namespace], int]
 _COMMANDS: Dict[str, Handler] = {}
@@ -82,6 +82,70 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_from_args(args: argparse.Namespace):
+    """``--model NAME[.TAG]`` (pretrained) or ``--weights PATH``, optionally on the fast path."""
+    from .api import create_model
+    from .weights import from_pretrained
+
+    if bool(args.model) == bool(args.weights):
+        raise ConfigError("give exactly one of --model NAME[.TAG] or --weights PATH")
+    model = from_pretrained(args.weights) if args.weights else create_model(args.model, pretrained=True)
+    model = model.to(args.device).eval()
+    if args.precision != "fp32" or args.fast:
+        from .inference import optimize_for_inference
+
+        model = optimize_for_inference(model, precision=args.precision, device=args.device)
+    return model
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="registered NAME[.TAG] with pretrained weights (see list-pretrained)")
+    p.add_argument("--weights", help="checkpoint file or folder (zoo, 2017/2020 original, torchvision)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="reduced precision where the device supports it (outputs stay float32)")
+    p.add_argument("--fast", action="store_true", help="fold BatchNorm and use channels_last_3d (fp32, exact)")
+
+
+def _add_clip_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--clip-len", type=int, default=None, help="frames per clip (default: the weights' frames)")
+    p.add_argument("--stride", type=int, default=None, help="frames between clip starts (default: clip length)")
+    p.add_argument("--last", choices=["pad", "drop", "shift"], default="pad",
+                   help="trailing partial clip: loop-pad it, drop it, or end-align a full clip")
+    p.add_argument("--fps", type=float, default=None, help="resample the video to this frame rate first")
+    p.add_argument("--batch-size", type=int, default=8)
+
+
+@command("extract")
+def _cmd_extract(args: argparse.Namespace) -> int:
+    from .extract import parse_shard, run_extraction
+
+    model = _model_from_args(args)
+    summary = run_extraction(model, args.inputs, args.output, layer=args.layer, clip_len=args.clip_len,
+                             stride=args.stride, last=args.last, fps=args.fps, batch_size=args.batch_size,
+                             workers=args.workers, shard=parse_shard(args.shard) if args.shard else None,
+                             overwrite=args.overwrite, progress=not args.quiet)
+    print(summary.describe())
+    return 0 if summary.ok else 1
+
+
+@command("classify")
+def _cmd_classify(args: argparse.Namespace) -> int:
+    from .features import classify_video
+
+    model = _model_from_args(args)
+    prediction = classify_video(model, args.video, topk=args.topk, clip_len=args.clip_len, stride=args.stride,
+                                last=args.last, fps=args.fps, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps({"video": args.video, "num_clips": prediction.num_clips,
+                          "top": [{"label": l, "score": s} for l, s in prediction.top]}))
+    else:
+        print(f"{args.video} ({prediction.num_clips} clips, softmax averaged over clips):")
+        for label, score in prediction.top:
+            print(f"  {score:7.2%}  {label}")
+    return 0
+
+
 def _load_model_arg(ref: str):
     """NAME[.TAG] of a registered model (pretrained weights if a tag is given) or a checkpoint path."""
     from pathlib import Path
@@ -123,6 +187,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
     p.add_argument("--device", default=None)
     p.add_argument("--csv", default=None, help="also write the rows to this CSV file")
+
+    p = sub.add_parser("extract", help="clip features of videos, one .npz per video")
+    p.add_argument("inputs", nargs="+", help="video files, folders (recursive) or text files listing paths")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    _add_model_args(p)
+    _add_clip_args(p)
+    p.add_argument("--layer", default="pooled", help="pooled (default), logits, or a stage name such as layer3")
+    p.add_argument("--workers", type=int, default=0, help="decoding processes overlapped with inference")
+    p.add_argument("--shard", default=None, help="i/n: this process takes every n-th video from the i-th "
+                   "(default under torchrun: RANK/WORLD_SIZE)")
+    p.add_argument("--overwrite", action="store_true", help="redo videos whose .npz already exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("classify", help="video-level prediction (softmax averaged over clips)")
+    p.add_argument("video")
+    _add_model_args(p)
+    _add_clip_args(p)
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("export", help="export a model to ONNX (dynamic batch and time axes)")
     p.add_argument("model", help="NAME[.TAG] or a checkpoint path")
