@@ -25,6 +25,17 @@ from .errors import InputShapeError
 
 Triple = Tuple[int, int, int]
 
+# Block type and blocks per stage of the ResNet-style depths, shared by every residual family.
+RESNET_DEPTHS = {
+    10: ("basic", (1, 1, 1, 1)),
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+    200: ("bottleneck", (3, 24, 36, 3)),
+}
+
 
 def triple(value) -> Triple:
     if isinstance(value, int):

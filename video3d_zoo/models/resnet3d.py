@@ -35,18 +35,9 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from ..layers import RESNET_DEPTHS as DEPTH_LAYERS
 from ..layers import ResNetTrunk, Triple
 from ..registry import bind_builder, register_model
-
-DEPTH_LAYERS = {
-    10: ("basic", (1, 1, 1, 1)),
-    18: ("basic", (2, 2, 2, 2)),
-    34: ("basic", (3, 4, 6, 3)),
-    50: ("bottleneck", (3, 4, 6, 3)),
-    101: ("bottleneck", (3, 4, 23, 3)),
-    152: ("bottleneck", (3, 8, 36, 3)),
-    200: ("bottleneck", (3, 24, 36, 3)),
-}
 
 
 class BasicBlock3d(nn.Module):
