@@ -13,6 +13,7 @@ from . import models as _models  # noqa: F401  (registers every architecture)
 from .api import create_model, public_factories
 from .config import INPUT_PRESETS, InputSpec, ModelConfig
 from .errors import Video3DZooError
+from .manifest import list_pretrained
 from .registry import get_model_spec, list_models
 from .weights import from_pretrained, save_pretrained
 
@@ -22,4 +23,4 @@ _FACTORIES = public_factories()
 globals().update(_FACTORIES)
 
 __all__ = ["INPUT_PRESETS", "InputSpec", "ModelConfig", "Video3DZooError", "create_model",
-           "from_pretrained", "get_model_spec", "list_models", "save_pretrained", *sorted(_FACTORIES)]
+           "from_pretrained", "get_model_spec", "list_models", "list_pretrained", "save_pretrained", *sorted(_FACTORIES)]

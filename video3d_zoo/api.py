@@ -67,7 +67,8 @@ def _random_model(name: str, num_classes: Optional[int], in_chans: int, kwargs: 
         model = spec.builder(num_classes=num_classes, in_chans=in_chans, **kwargs)
     except TypeError as exc:
         raise ConfigError(f"{name}: {exc}") from exc
-    model.config = ModelConfig(architecture=name, num_classes=num_classes, arch_kwargs=kwargs,
+    recorded = {k: v for k, v in kwargs.items() if k != "init_weights"}  # not part of the architecture
+    model.config = ModelConfig(architecture=name, num_classes=num_classes, arch_kwargs=recorded,
                                in_chans=in_chans, input_spec=input_preset(spec.input_preset))
     return model
 

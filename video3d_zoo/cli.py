@@ -158,6 +158,25 @@ def _load_model_arg(ref: str):
     return create_model(ref, pretrained=True if "." in ref else None)
 
 
+@command("publish")
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from .manifest import dumps
+    from .publish import publish_folder
+
+    sys.stdout.write(dumps(publish_folder(args.folder, args.repo_id, tag=args.tag, dry_run=args.dry_run,
+                                          private=args.private)))
+    return 0
+
+
+@command("list-pretrained")
+def _cmd_list_pretrained(args: argparse.Namespace) -> int:
+    from .manifest import list_pretrained
+
+    for name in list_pretrained(args.pattern):
+        print(name)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="video3d-zoo", description="Spatiotemporal 3D CNN model zoo.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -165,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list registered models")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'resnext*'")
     p.add_argument("--aliases", action="store_true", help="include torch.hub-style aliases")
+
+    p = sub.add_parser("list-pretrained", help="list pretrained weights as model.tag")
+    p.add_argument("pattern", nargs="?", default="*")
 
     p = sub.add_parser("info", help="parameters and GMACs of a model (fvcore)")
     p.add_argument("name")
@@ -187,6 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
     p.add_argument("--device", default=None)
     p.add_argument("--csv", default=None, help="also write the rows to this CSV file")
+
+    p = sub.add_parser("publish", help="model card + upload of a converted folder; prints the manifest entry")
+    from .publish import add_arguments
+
+    add_arguments(p)
 
     p = sub.add_parser("extract", help="clip features of videos, one .npz per video")
     p.add_argument("inputs", nargs="+", help="video files, folders (recursive) or text files listing paths")
