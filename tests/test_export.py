@@ -10,7 +10,6 @@ import video3d_zoo
 from video3d_zoo.cli import main as cli_main
 from video3d_zoo.errors import ExportError
 from video3d_zoo.export import export_onnx
-from video3d_zoo.registry import MODELS
 
 from helpers import tiny_kwargs
 

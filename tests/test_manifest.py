@@ -129,7 +129,7 @@ def test_labels_are_consistent(manifest):
 def test_nothing_is_published_yet_and_the_error_says_what_to_do(manifest):
     for entry in manifest.entries:
         assert entry.hub is None, f"{entry.name}: update this test once weights are published"
-    from video3d_zoo.manifest import fetch_converted
+    from video3d_zoo.weights import fetch_converted
 
     with pytest.raises(WeightsNotFoundError) as info:
         fetch_converted("resnet3d_50", "kinetics", manifest=manifest)

@@ -129,7 +129,7 @@ def benchmark_model(name: str, variants: Iterable[str], batch_size: int = 8, fra
         runner = _variant_model(model, variant, device)
         _reset_peak_memory(device)
         with torch.inference_mode():
-            seconds = _time(lambda: runner(x), repeats, device, warmup=2 if "compiled" in variant else 1)
+            seconds = _time(lambda r=runner: r(x), repeats, device, warmup=2 if "compiled" in variant else 1)
         rate = batch_size / seconds
         eager_rate = eager_rate or rate
         peak = peaks.get("bf16" if variant.endswith("bf16") else "fp32", float("nan"))

@@ -63,6 +63,18 @@ class HubLocation:
 
 
 @dataclass(frozen=True)
+class EmbeddedFile:
+    """A converted file shipped inside the package (``path`` relative to ``video3d_zoo/``)."""
+
+    path: str
+    sha256: str
+    size: int
+
+    def to_dict(self) -> dict:
+        return _obj(self, "path sha256 size")
+
+
+@dataclass(frozen=True)
 class Upstream:
     """The original checkpoint the converted file was made from."""
 
@@ -128,6 +140,7 @@ class WeightsEntry:
     license_note: Optional[str] = None
     description: Optional[str] = None
     hub: Optional[HubLocation] = None
+    embedded: Optional[EmbeddedFile] = None
 
     @property
     def name(self) -> str:
@@ -139,8 +152,12 @@ class WeightsEntry:
 
     def to_config(self) -> ModelConfig:
         """The :class:`ModelConfig` the converted file is loaded with."""
-        source = (f"hf://{self.hub.repo_id}@{self.hub.revision}/{self.hub.filename}" if self.hub
-                  else f"manifest:{self.name}")
+        if self.embedded:
+            source = f"package:video3d_zoo/{self.embedded.path}"
+        elif self.hub:
+            source = f"hf://{self.hub.repo_id}@{self.hub.revision}/{self.hub.filename}"
+        else:
+            source = f"manifest:{self.name}"
         return ModelConfig(architecture=self.model, num_classes=self.num_classes,
                            arch_kwargs=dict(self.arch_kwargs), input_spec=self.input_spec,
                            labels=self.labels, source=source, tag=self.tag)
@@ -148,7 +165,7 @@ class WeightsEntry:
     def to_dict(self) -> dict:
         """The JSON object of this entry (the manifest's own field order)."""
         return _obj(self, "model tag default description? arch_kwargs dataset num_classes labels labels_source "
-                          "input_spec accuracy accuracy_note? params gmacs upstream license license_note? hub")
+                          "input_spec accuracy accuracy_note? params gmacs upstream license license_note? hub embedded?")
 
 
 @dataclass(frozen=True)
@@ -379,7 +396,7 @@ def _entry_where(raw: Any, index: int) -> str:
 
 _ENTRY_REQUIRED = ("model", "tag", "num_classes", "input_spec", "hub")
 _ENTRY_OPTIONAL = ("default", "description", "arch_kwargs", "dataset", "labels", "labels_source", "accuracy",
-                   "accuracy_note", "params", "gmacs", "upstream", "license", "license_note")
+                   "accuracy_note", "params", "gmacs", "upstream", "license", "license_note", "embedded")
 
 
 def _parse_entry(raw: Any, index: int, problems: _Problems) -> Optional[WeightsEntry]:
@@ -421,6 +438,8 @@ def _parse_entry(raw: Any, index: int, problems: _Problems) -> Optional[WeightsE
     upstream = (_parse_upstream(f.data["upstream"], f.at("upstream"), problems)
                 if f.data.get("upstream") is not None else None)
     hub = _parse_hub(f.data["hub"], f.at("hub"), problems) if f.data.get("hub") is not None else None
+    embedded = (_parse_embedded(f.data["embedded"], f.at("embedded"), problems)
+                if f.data.get("embedded") is not None else None)
     entry_kwargs = dict(
         default=f.bool("default"), description=f.str("description", nullable=True),
         accuracy_note=f.str("accuracy_note", nullable=True), params=f.int("params", nullable=True, minimum=1),
@@ -430,7 +449,7 @@ def _parse_entry(raw: Any, index: int, problems: _Problems) -> Optional[WeightsE
         return None
     return WeightsEntry(model=model, tag=tag, num_classes=num_classes, input_spec=input_spec,
                         arch_kwargs=dict(arch_kwargs), dataset=dataset, labels=labels, labels_source=labels_source,
-                        accuracy=accuracy, upstream=upstream, hub=hub, **entry_kwargs)
+                        accuracy=accuracy, upstream=upstream, hub=hub, embedded=embedded, **entry_kwargs)
 
 
 def _parse_labels(f: _Fields, num_classes: Optional[int], problems: _Problems) -> Optional[Tuple[str, ...]]:
@@ -513,6 +532,19 @@ def _parse_hub(raw: Any, where: str, problems: _Problems) -> Optional[HubLocatio
     if None in (repo_id, filename, revision, sha, size):
         return None
     return HubLocation(repo_id=repo_id, filename=filename, revision=revision, sha256=sha, size=size)
+
+
+def _parse_embedded(raw: Any, where: str, problems: _Problems) -> Optional[EmbeddedFile]:
+    f = _Fields(raw, where, problems, ("path", "sha256", "size"), ())
+    if not f.ok:
+        return None
+    path = f.get("path", lambda v: isinstance(v, str) and v and not v.startswith("/") and "\\" not in v
+                 and ".." not in v.split("/"), "a path relative to the video3d_zoo package")
+    sha = f.hex("sha256", _HEX64_RE, "64 lower-case hex digits (sha256 of the file)")
+    size = f.int("size", minimum=1)
+    if None in (path, sha, size):
+        return None
+    return EmbeddedFile(path=path, sha256=sha, size=size)
 
 
 def _keyed(raw_entries: List[Any]):
@@ -606,42 +638,3 @@ def load_manifest(path: Union[str, os.PathLike, None] = None) -> Manifest:
 def list_pretrained(pattern: str = "*", manifest: Optional[Manifest] = None) -> List[str]:
     """Sorted ``model.tag`` names of every manifest entry matching ``pattern`` (e.g. ``"resnet3d_50.*"``)."""
     return (manifest or load_manifest()).list_pretrained(pattern)
-
-
-# -- fetching --------------------------------------------------------------------------------------
-def unpublished_message(entry: WeightsEntry) -> str:
-    """What to do when an entry's converted file is not on the Hub yet."""
-    folder = f"./{entry.name}"
-    lines = [f"{entry.name} is in the weights manifest, but its converted file is not published on the "
-             "Hugging Face Hub yet (its 'hub' is null)."]
-    if entry.upstream is not None:
-        up = entry.upstream
-        alt = f" (or {', '.join(up.alternate_files)})" if up.alternate_files else ""
-        lines.append(f"The original is {up.file}{alt}, released with {up.release}"
-                     + (f", hosted at {up.url}" if up.url else "") + ".")
-        if up.sha256 or up.sha256_prefix:
-            lines.append(f"Its sha256 {'is' if up.sha256 else 'starts with'} {up.sha256 or up.sha256_prefix}.")
-        source = up.file
-    else:
-        lines.append("The manifest does not record where the original checkpoint lives.")
-        source = "<original checkpoint>"
-    lines.append("Download it, convert it once, and load the folder:")
-    lines.append(f"    video3d-zoo convert {source} -o {folder}")
-    lines.append(f"    create_model({entry.model!r}, pretrained={folder!r})")
-    return "\n".join(lines)
-
-
-def fetch_converted(name: str, pretrained: Any = True, manifest: Optional[Manifest] = None):
-    """Download (or find in the cache), verify and read the weights ``pretrained`` selects for ``name``:
-    a :class:`~video3d_zoo.convert.ConvertedCheckpoint` whose config is the manifest entry's."""
-    from .convert import ConvertedCheckpoint
-    from .hub import download
-    from .weights import read_checkpoint
-
-    entry = (manifest or load_manifest()).resolve(name, pretrained)
-    if entry.hub is None:
-        raise WeightsNotFoundError(unpublished_message(entry))
-    path = download(entry.hub)
-    state_dict, _embedded = read_checkpoint(path)
-    return ConvertedCheckpoint(state_dict=state_dict, config=entry.to_config(), layout="zoo")
-

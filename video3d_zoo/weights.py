@@ -25,7 +25,7 @@ from torch import nn
 
 from .config import ModelConfig
 from .convert import ConvertedCheckpoint, convert_checkpoint
-from .errors import CheckpointError, ConfigError, UnsafeCheckpointError
+from .errors import CheckpointError, ConfigError, UnsafeCheckpointError, WeightsNotFoundError
 from .layers import adapt_input_conv
 from .registry import get_model_spec
 
@@ -222,8 +222,6 @@ def load_pretrained(name: str, pretrained: Any, num_classes: Optional[int] = Non
     if _is_local_path(pretrained):
         converted = convert_source(pretrained)
     else:
-        from .manifest import fetch_converted
-
         converted = fetch_converted(name, pretrained)
     if converted.config.architecture != name:
         raise CheckpointError(f"{pretrained!r} holds a {converted.config.architecture} checkpoint, "
@@ -251,6 +249,51 @@ def convert_source(source: Union[PathLike, Mapping[str, Any]]) -> ConvertedCheck
     if config is not None:
         converted.config = config
     return converted
+
+
+# -- manifest entries ----------------------------------------------------------------------------------
+def unpublished_message(entry) -> str:
+    """What to do when an entry's converted file is not on the Hub yet."""
+    folder = f"./{entry.name}"
+    lines = [f"{entry.name} is in the weights manifest, but its converted file is not published on the "
+             "Hugging Face Hub yet (its 'hub' is null)."]
+    if entry.upstream is not None:
+        up = entry.upstream
+        alt = f" (or {', '.join(up.alternate_files)})" if up.alternate_files else ""
+        lines.append(f"The original is {up.file}{alt}, released with {up.release}"
+                     + (f", hosted at {up.url}" if up.url else "") + ".")
+        if up.sha256 or up.sha256_prefix:
+            lines.append(f"Its sha256 {'is' if up.sha256 else 'starts with'} {up.sha256 or up.sha256_prefix}.")
+        source = up.file
+    else:
+        lines.append("The manifest does not record where the original checkpoint lives.")
+        source = "<original checkpoint>"
+    lines.append("Download it, convert it once, and load the folder:")
+    lines.append(f"    video3d-zoo convert {source} -o {folder}")
+    lines.append(f"    create_model({entry.model!r}, pretrained={folder!r})")
+    return "\n".join(lines)
+
+
+def fetch_converted(name: str, pretrained: Any = True, manifest=None) -> ConvertedCheckpoint:
+    """Find, verify (sha256) and read the weights ``pretrained`` selects for ``name``: a file shipped
+    in the package, or a download (cached) from the Hub; the config is the manifest entry's."""
+    from .hub import download, verify_file
+    from .manifest import load_manifest
+
+    entry = (manifest or load_manifest()).resolve(name, pretrained)
+    if entry.embedded is not None:
+        from importlib.resources import files
+
+        path = Path(str(files("video3d_zoo").joinpath(*entry.embedded.path.split("/"))))
+        if not path.is_file():
+            raise WeightsNotFoundError(f"{entry.name}: the packaged file {path} is missing; reinstall video3d-zoo")
+        verify_file(path, entry.embedded.sha256, entry.embedded.size, what=f"{entry.name} ({path})")
+    elif entry.hub is not None:
+        path = download(entry.hub)
+    else:
+        raise WeightsNotFoundError(unpublished_message(entry))
+    state_dict, _ = read_checkpoint(path)
+    return ConvertedCheckpoint(state_dict=state_dict, config=entry.to_config(), layout="zoo")
 
 
 # -- writing -------------------------------------------------------------------------------------
