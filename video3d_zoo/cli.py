@@ -158,6 +158,38 @@ def _load_model_arg(ref: str):
     return create_model(ref, pretrained=True if "." in ref else None)
 
 
+@command("demo")
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    report = run_demo(args.output, seed=args.seed, device=args.device)
+    print(report.describe())
+    return 0
+
+
+# Training-side commands keep their own argument parsers (``python -m video3d_zoo.train`` works too);
+# the CLI forwards everything after the command name.
+@command("train")
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train.loop import main as train_main
+
+    return train_main(args.rest)
+
+
+@command("eval")
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .train.evaluate import main as eval_main
+
+    return eval_main(args.rest)
+
+
+@command("make-synthetic")
+def _cmd_make_synthetic(args: argparse.Namespace) -> int:
+    from .synthetic import main as synthetic_main
+
+    return synthetic_main(args.rest)
+
+
 @command("publish")
 def _cmd_publish(args: argparse.Namespace) -> int:
     from .manifest import dumps
@@ -184,6 +216,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list registered models")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'resnext*'")
     p.add_argument("--aliases", action="store_true", help="include torch.hub-style aliases")
+
+    p = sub.add_parser("demo", help="classify and extract features of fresh synthetic videos with the "
+                       "embedded model (offline)")
+    p.add_argument("-o", "--output", default=None, help="folder for the videos and features (default: a temp dir)")
+    p.add_argument("--seed", type=int, default=2026, help="seed of the generated videos")
+    p.add_argument("--device", default="cpu")
+
+    for name, text in (("train", "train a model from a config: train CONFIG [--set key=value ...] [--resume]"),
+                       ("eval", "clip and video accuracy: eval (--model NAME.TAG | --weights PATH) DATA [--json]"),
+                       ("make-synthetic", "write the synthetic motion data set: make-synthetic OUT_DIR")):
+        p = sub.add_parser(name, help=text, add_help=False, prefix_chars="\0")
+        p.add_argument("rest", nargs=argparse.REMAINDER)
 
     p = sub.add_parser("list-pretrained", help="list pretrained weights as model.tag")
     p.add_argument("pattern", nargs="?", default="*")
