@@ -60,8 +60,8 @@ def run_demo(out_dir: Optional[str] = None, seed: int = 2026, device: str = "cpu
     model = create_model(DEMO_WEIGHTS.split(".")[0], pretrained=DEMO_WEIGHTS.split(".")[1]).to(device).eval()
     spec = model.config.input_spec
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="video3d_zoo_demo_"))
-    videos = write_demo_videos(out, seed, size=int(spec.resize if isinstance(spec.resize, int) else spec.resize[0]),
-                               frames=2 * spec.frames)
+    # The generator's own size and length (64 px, 32 frames): preprocessing resizes as for training.
+    videos = write_demo_videos(out, seed, size=64, frames=2 * spec.frames)
     report = DemoReport(out)
     for label, path in videos:
         prediction = classify_video(model, path, topk=1)

@@ -8,19 +8,21 @@
       synthetic.json         the generator's parameters (seed, sizes, classes, version)
       move_right/move_right_s0_0000.mp4 ...
 
-Every video shows one random textured object (a random blob with its own texture) on a
-random textured background.  The eight classes are eight motions of that object:
-translation right / left / up / down, rotation clockwise / counter-clockwise, zoom in / out.
-No single frame reveals the class:
+Every video shows two or three random textured objects (random blobs, each with its own
+bright texture) on a random, dimmer textured background.  The eight classes are eight motions,
+made by all objects of a video together: translation right / left / up / down, rotation
+clockwise / counter-clockwise (each object about its own centre), zoom in / out.  A frame
+taken at a random time reveals nothing about the class:
 
-* textures, colours, shapes and object sizes are drawn from the same distributions for
-  every class;
-* translation wraps around the frame edges (the image is a torus), so the object position in
-  *every* frame is uniform whatever the direction; the object of a rotation or zoom video sits
-  at a uniform random position too;
-* the object angle is uniform in every frame (random start angle for every class);
-* the object size is drawn (log-uniform) at the middle frame for every class, so zoom in and
-  zoom out give the same size distribution over the video, mirrored in time.
+* textures, colours, shapes, object counts and sizes are drawn from the same distributions
+  for every class;
+* translation wraps around the frame edges (the image is a torus), so object positions are
+  uniform in *every* frame whatever the direction; rotating and zooming objects sit at uniform
+  random positions too;
+* object angles are uniform in every frame (random start angles for every class);
+* object sizes are drawn (log-uniform) at the middle frame for every class, so zoom in and zoom
+  out give the same size distribution over a video, mirrored in time.  (Any monotone zoom makes
+  the *first* frame's sizes depend on the direction; the middle frame's do not.)
 
 Horizontal flipping swaps ``move_left``/``move_right`` and ``rotate_cw``/``rotate_ccw``, so
 training on this data set must not use flip augmentation (the synthetic recipes turn it off).
@@ -42,10 +44,17 @@ CLASSES: Tuple[str, ...] = ("move_right", "move_left", "move_up", "move_down",
 GENERATOR_VERSION = 1
 
 # Motion magnitudes, per frame, relative to a 64-pixel frame (scaled with ``size``).
-SPEED_PX = (0.7, 1.2)            # translation, pixels per frame at size 64
-OMEGA_DEG = (4.0, 7.0)           # rotation, degrees per frame
-ZOOM_RATE = (0.022, 0.032)       # zoom, change of log(size) per frame
-RADIUS_FRAC = (0.13, 0.20)       # object radius at the middle frame, fraction of the frame side
+SPEED_PX = (1.5, 2.5)            # translation, pixels per frame at size 64
+OMEGA_DEG = (8.0, 14.0)          # rotation, degrees per frame
+ZOOM_RATE = (0.03, 0.042)        # zoom, change of log(radius) per frame
+RADIUS_FRAC = (0.12, 0.18)       # object radius at the middle frame, fraction of the frame side
+OBJECTS = (2, 3)                 # objects per video (inclusive range), all making the class's motion
+SHAPE_AMPLITUDES = (0.05, 0.35, 0.15, 0.08, 0.04)   # max. radial harmonics 1-5 of the outlines
+# Value ranges: dim backgrounds, bright objects.  A consistent contrast polarity lets a small
+# network learn motion quickly (with objects and backgrounds from one distribution it mostly
+# memorises appearance); it is the same for every class, so it tells nothing about the class.
+BACKGROUND_RANGE = (0.0, 0.45)
+OBJECT_RANGE = (0.55, 1.0)
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
@@ -95,21 +104,57 @@ def _bilinear(tex: np.ndarray, r: np.ndarray, c: np.ndarray) -> np.ndarray:
     return top * (1 - fr) + bottom * fr
 
 
+class _Object:
+    """One textured blob: texture, radial shape, centre / angle / radius at the middle frame."""
+
+    def __init__(self, rng: np.random.Generator, size: int) -> None:
+        lo, hi = OBJECT_RANGE
+        self.texture = (lo + (hi - lo) * random_texture(rng, 64)).astype(np.float32)
+        # radial shape r(phi) = 1 + sum_k a_k cos(k phi + p_k): an asymmetric random blob
+        self.ks = np.arange(1, 6)
+        self.amps = rng.uniform(0, 1, size=5) * np.asarray(SHAPE_AMPLITUDES)
+        self.phases = rng.uniform(0, 2 * math.pi, size=5)
+        self.center = rng.uniform(0, size, size=2)            # (x, y), uniform on the torus
+        self.angle = rng.uniform(0, 2 * math.pi)
+        self.radius = math.exp(rng.uniform(math.log(RADIUS_FRAC[0]), math.log(RADIUS_FRAC[1]))) * size
+
+    def draw(self, frame: np.ndarray, xx: np.ndarray, yy: np.ndarray, size: int, shift: np.ndarray,
+             turn: float, zoom: float) -> np.ndarray:
+        cx, cy = self.center + shift
+        theta = self.angle + turn
+        radius = self.radius * zoom
+        # toroidal offsets from the object centre, in object units
+        dx = (np.mod(xx - cx + size / 2, size) - size / 2) / radius
+        dy = (np.mod(yy - cy + size / 2, size) - size / 2) / radius
+        cos, sin = math.cos(theta), math.sin(theta)
+        u = cos * dx + sin * dy
+        v = -sin * dx + cos * dy
+        rho = np.sqrt(u * u + v * v)
+        phi = np.arctan2(v, u)
+        boundary = 1.0 + (self.amps * np.cos(self.ks * phi[..., None] + self.phases)).sum(-1)
+        depth = (boundary - rho) * radius          # pixels inside the outline
+        alpha = np.clip(depth + 0.5, 0.0, 1.0)[..., None]
+        if not (alpha > 0).any():
+            return frame
+        n = self.texture.shape[0]
+        obj = _bilinear(self.texture, (v + 1.5) / 3.0 * (n - 1), (u + 1.5) / 3.0 * (n - 1))
+        return frame * (1 - alpha) + obj * alpha
+
+
 class _Scene:
-    """One video's random content: background, object texture and shape, motion parameters."""
+    """One video's random content: background, objects, and the class's motion parameters.
+
+    All objects of a video make the same motion (each turns or zooms about its own centre),
+    with one random speed per video.
+    """
 
     def __init__(self, rng: np.random.Generator, label: str, size: int, frames: int) -> None:
         self.size, self.frames, self.label = size, frames, label
-        self.background = random_texture(rng, size)
-        self.obj_tex = random_texture(rng, 64)
-        # radial shape r(phi) = 1 + sum_k a_k cos(k phi + p_k): an asymmetric random blob
-        ks = np.arange(1, 6)
-        amps = rng.uniform(0, 1, size=5) * np.array([0.05, 0.12, 0.08, 0.06, 0.04])
-        self.shape = (ks, amps, rng.uniform(0, 2 * math.pi, size=5))
+        lo, hi = BACKGROUND_RANGE
+        self.background = (lo + (hi - lo) * random_texture(rng, size)).astype(np.float32)
+        count = int(rng.integers(OBJECTS[0], OBJECTS[1] + 1))
+        self.objects = [_Object(rng, size) for _ in range(count)]
         scale = size / 64.0
-        self.center = rng.uniform(0, size, size=2)            # (x, y) at the middle frame
-        self.angle = rng.uniform(0, 2 * math.pi)              # at the middle frame
-        self.radius = math.exp(rng.uniform(math.log(RADIUS_FRAC[0]), math.log(RADIUS_FRAC[1]))) * size
         self.velocity = np.zeros(2)
         self.omega = 0.0
         self.zoom = 0.0
@@ -135,25 +180,13 @@ class _Scene:
         self.noise_seed = int(rng.integers(2 ** 31))
 
     def render(self, t: int, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
-        size = self.size
         dt = t - (self.frames - 1) / 2.0
-        cx, cy = self.center + self.velocity * dt
-        theta = self.angle + self.omega * dt
-        radius = self.radius * math.exp(self.zoom * dt)
-        # toroidal offsets from the object centre, in object units
-        dx = (np.mod(xx - cx + size / 2, size) - size / 2) / radius
-        dy = (np.mod(yy - cy + size / 2, size) - size / 2) / radius
-        cos, sin = math.cos(theta), math.sin(theta)
-        u = cos * dx + sin * dy
-        v = -sin * dx + cos * dy
-        rho = np.sqrt(u * u + v * v)
-        phi = np.arctan2(v, u)
-        ks, amps, phases = self.shape
-        boundary = 1.0 + (amps[None, None, :] * np.cos(ks[None, None, :] * phi[..., None] + phases)).sum(-1)
-        alpha = np.clip((boundary - rho) * radius + 0.5, 0.0, 1.0)[..., None]
-        n = self.obj_tex.shape[0]
-        obj = _bilinear(self.obj_tex, (v + 1.5) / 3.0 * (n - 1), (u + 1.5) / 3.0 * (n - 1))
-        frame = self.background * (1 - alpha) + obj * alpha
+        shift = self.velocity * dt
+        turn = self.omega * dt
+        zoom = math.exp(self.zoom * dt)
+        frame = self.background
+        for obj in self.objects:
+            frame = obj.draw(frame, xx, yy, self.size, shift, turn, zoom)
         return frame
 
 
@@ -209,7 +242,7 @@ def iter_videos(videos_per_class: int, seed: int, size: int = 64, frames: int = 
             yield label, index, render_video(label, video_rng(seed, class_index, index), size, frames)
 
 
-def make_synthetic(out_dir: Union[str, Path], videos_per_class: int = 40, seed: int = 0, *,
+def make_synthetic(out_dir: Union[str, Path], videos_per_class: int = 100, seed: int = 0, *,
                    size: int = 64, frames: int = 32, fps: int = 16, test_fraction: float = 0.25,
                    classes: Optional[Sequence[str]] = None, crf: int = 15,
                    progress: bool = False) -> Path:
@@ -275,7 +308,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m video3d_zoo.synthetic", description=__doc__.splitlines()[0])
     p.add_argument("out_dir")
-    p.add_argument("--videos-per-class", type=int, default=40)
+    p.add_argument("--videos-per-class", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--frames", type=int, default=32)

@@ -1,0 +1,17 @@
+"""Training, evaluation and data sets for the zoo's models (imported only when used).
+
+* :func:`train` - ``video3d-zoo train CONFIG [--set key=value ...] [--resume]``
+  (also ``python -m video3d_zoo.train``); configs live in ``configs/*.toml``.
+* :func:`evaluate` - clip and video accuracy, per-class accuracy, confusion matrix.
+* :func:`~video3d_zoo.synthetic.make_synthetic` - the synthetic motion data set.
+"""
+
+from __future__ import annotations
+
+from .config import TrainConfig, TrainConfigError, load_config
+from .data import DataError, DataIssues, VideoItem, VideoList, read_folder, read_hmdb51, read_kinetics, read_ucf101
+from .evaluate import evaluate
+from .loop import train
+
+__all__ = ["train", "evaluate", "load_config", "TrainConfig", "TrainConfigError", "DataError", "DataIssues",
+           "VideoItem", "VideoList", "read_kinetics", "read_ucf101", "read_hmdb51", "read_folder"]
