@@ -153,8 +153,10 @@ def plot_training_curves(ax) -> list:
         key = next((k for k in ("val_video_top1", "video_top1", "val_acc") if rows and k in rows[0]), None)
         if not rows or key is None:
             continue
+        rows = [r for r in rows if r.get(key) not in (None, "")]  # validation runs every few epochs
+        scale = 100 if rows and float(rows[-1][key]) <= 1 else 1
         xs = [float(r.get("epoch", i)) for i, r in enumerate(rows)]
-        ys = [float(r[key]) * (100 if float(rows[-1][key]) <= 1 else 1) for r in rows]
+        ys = [float(r[key]) * scale for r in rows]
         ax.plot(xs, ys, marker="o", label=label)
         data.append((label, xs, ys))
     ax.set_xlabel("epoch")
