@@ -42,7 +42,13 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=0, help="torch threads for the model (0 = default)")
     p.add_argument("--data", help="use this folder of mp4s (folder-per-class layout) instead of generating")
     p.add_argument("--json", action="store_true")
-    return p.parse_args(argv)
+    p.add_argument("--tiny", action="store_true", help="seconds-long smoke run with tiny settings (CI)")
+    args = p.parse_args(argv)
+    if args.tiny:
+        args.model, args.widen_factor, args.batch, args.frames, args.crop = "resnet3d_10", 0.125, 2, 4, 32
+        args.short_side, args.video_frames, args.videos, args.clips, args.steps = 48, 8, 1, 4, 1
+        args.workers = [1]
+    return args
 
 
 def main(argv=None) -> int:

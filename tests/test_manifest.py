@@ -82,7 +82,7 @@ ERA_B_CLASSES = {"K": 700, "KM": 1039, "KMS": 1139, "KS": 800, "M": 339, "MS": 4
 
 
 def test_every_released_checkpoint_has_an_entry(manifest):
-    by_file = {e.upstream.file: e for e in manifest.entries}
+    by_file = {e.upstream.file: e for e in manifest.entries if e.upstream is not None}
     for name, file in ERA_A.items():
         assert by_file[file].name == name
         assert by_file[file].upstream.release == "kenshohara2017"
@@ -99,7 +99,8 @@ def test_every_released_checkpoint_has_an_entry(manifest):
         assert entry.name == f"{model}.k400_16f" and entry.license == "BSD-3-Clause"
         assert entry.upstream.sha256_prefix == file.rsplit("-", 1)[1][:8]
         assert entry.input_spec == input_preset("torchvision")
-    assert len(manifest.entries) == 16 + 19 + 3
+    assert len([e for e in manifest.entries if e.upstream is not None]) == 16 + 19 + 3
+    assert [e.name for e in manifest.entries if e.embedded is not None] == ["resnet3d_10.synthetic_motion"]
     assert by_file["resnet-34-kinetics.pth"].upstream.alternate_files == ("resnet-34-kinetics-cpu.pth",)
 
 
@@ -246,7 +247,8 @@ def test_converting_each_released_layout_gives_the_entry_config(manifest):
 
     by_file = {}
     for entry in manifest.entries:
-        by_file[entry.upstream.file] = entry
+        if entry.upstream is not None:  # embedded models were trained here, no original file
+            by_file[entry.upstream.file] = entry
     tested = 0
     for path in golden_case_files():
         case = json.loads(path.read_text(encoding="utf-8"))
@@ -278,8 +280,9 @@ def test_resolve(manifest):
     assert manifest.resolve("r2plus1d_18", "kinetics").name == "r2plus1d_18.k400_16f"
     with pytest.raises(WeightsNotFoundError, match="available: .*k400_16f.*k700_16f \\(default\\)"):
         manifest.resolve("resnet3d_50", "imagenet")
-    with pytest.raises(WeightsNotFoundError, match="no weights for resnet3d_10"):
-        manifest.resolve("resnet3d_10", True)
+    with pytest.raises(WeightsNotFoundError, match="no weights for preact_resnet3d_10"):
+        manifest.resolve("preact_resnet3d_10", True)
+    assert manifest.resolve("resnet3d_10", True).embedded is not None  # the embedded synthetic-motion model
     with pytest.raises(WeightsNotFoundError, match="not of resnet3d_50"):
         manifest.resolve("resnet3d_50", "resnet3d_18.k700_16f")
 

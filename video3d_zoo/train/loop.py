@@ -555,52 +555,14 @@ class Trainer:
             with atomic_path(self.run / "data_issues.json") as tmp:
                 tmp.write_text(json.dumps(self.issues.to_dict(), indent=2) + "\n", encoding="utf-8")
             if cfg.output.plot:
+                from .plots import plot_curves
+
                 plot_curves(self.history, self.run / "curves.png", title=self.run.name)
             msg = (f"done: video top-1 {metrics['video_top1']:.4f}, top-5 {metrics['video_top5']:.4f}, "
                    f"clip top-1 {metrics['clip_top1']:.4f} on {metrics['num_videos']} videos; "
                    if metrics else "done: ")
             self.echo(msg + f"{self.elapsed():.0f} s; {self.issues.summary()}; exported {export_dir}")
         barrier(info)
-
-
-def plot_curves(history: Sequence[Dict[str, Any]], path: Union[str, Path], title: str = "") -> Optional[Path]:
-    """Loss and accuracy curves (PNG); skipped with a message when matplotlib is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no curves.png (pip install matplotlib); log.csv has the numbers",
-              file=sys.stderr)
-        return None
-    from ..weights import atomic_path
-
-    epochs = [r["epoch"] for r in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    ax1.plot(epochs, [r["train_loss"] for r in history], label="train")
-    val = [(r["epoch"], r) for r in history if r.get("val_loss") is not None]
-    if val:
-        ax1.plot([e for e, _ in val], [r["val_loss"] for _, r in val], label="validation (clip)")
-    ax1.set_xlabel("epoch")
-    ax1.set_ylabel("cross-entropy")
-    ax1.legend()
-    ax2.plot(epochs, [r["train_top1"] for r in history], label="train clip top-1")
-    if val:
-        ax2.plot([e for e, _ in val], [r["val_clip_top1"] for _, r in val], label="val clip top-1")
-        ax2.plot([e for e, _ in val], [r["val_video_top1"] for _, r in val], label="val video top-1")
-    ax2.set_ylim(0, 1)
-    ax2.set_xlabel("epoch")
-    ax2.set_ylabel("accuracy")
-    ax2.legend()
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path
 
 
 def train(config_path: Union[str, Path, TrainConfig, None] = None, overrides: Sequence[str] = (), *,
