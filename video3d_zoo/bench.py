@@ -100,6 +100,12 @@ def _variant_model(model, variant: str, device: torch.device):
     if variant == "eager_fp32":
         return model
     precision = "bf16" if variant.endswith("bf16") else "fp32"
+    if variant.startswith("compiled"):
+        # A second compile of a copy of the same model can silently reuse the first graph and skip
+        # freezing (perf-facts.md); start every compiled variant from empty dynamo caches.
+        import torch._dynamo
+
+        torch._dynamo.reset()
     return optimize_for_inference(model, precision=precision, compile=variant.startswith("compiled"),
                                   device=device)
 
