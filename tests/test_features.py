@@ -169,3 +169,15 @@ def test_cli_classify(weights_dir, videos, capsys):
     assert cli_main(["classify", str(videos["long"]), "--weights", str(weights_dir), "--topk", "2"]) == 0
     out = capsys.readouterr().out
     assert "4 clips" in out and sum(label in out for label in LABELS) == 2
+
+
+def test_cli_fast_path_gives_the_same_prediction(weights_dir, videos, capsys):
+    assert cli_main(["classify", str(videos["long"]), "--weights", str(weights_dir), "--json"]) == 0
+    plain = capsys.readouterr().out
+    assert cli_main(["classify", str(videos["long"]), "--weights", str(weights_dir), "--json", "--fast"]) == 0
+    fast = capsys.readouterr().out
+    import json
+
+    a, b = json.loads(plain)["top"], json.loads(fast)["top"]
+    assert [x["label"] for x in a] == [x["label"] for x in b]
+    assert all(abs(x["score"] - y["score"]) < 1e-4 for x, y in zip(a, b))

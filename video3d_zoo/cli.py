@@ -91,10 +91,10 @@ def _model_from_args(args: argparse.Namespace):
         raise ConfigError("give exactly one of --model NAME[.TAG] or --weights PATH")
     model = from_pretrained(args.weights) if args.weights else create_model(args.model, pretrained=True)
     model = model.to(args.device).eval()
-    if args.precision != "fp32" or args.fast:
+    if args.precision != "fp32" or args.fast or args.compile:
         from .inference import optimize_for_inference
 
-        model = optimize_for_inference(model, precision=args.precision, device=args.device)
+        model = optimize_for_inference(model, precision=args.precision, device=args.device, compile=args.compile)
     return model
 
 
@@ -105,6 +105,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
                    help="reduced precision where the device supports it (outputs stay float32)")
     p.add_argument("--fast", action="store_true", help="fold BatchNorm and use channels_last_3d (fp32, exact)")
+    p.add_argument("--compile", action="store_true",
+                   help="also torch.compile with freezing (first batch compiles for tens of seconds)")
 
 
 def _add_clip_args(p: argparse.ArgumentParser) -> None:
