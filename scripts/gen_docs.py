@@ -55,7 +55,10 @@ def accuracy_text(entry) -> str:
     parts = []
     for acc in entry.accuracy[:2]:
         metric = {"mean_top1_top5": "avg(top-1, top-5)", "top1": "top-1", "top5": "top-5"}.get(acc.metric, acc.metric)
-        parts.append(f"{acc.value:g} {metric}" + (f" ({acc.level})" if acc.level else ""))
+        protocol = ", ".join(str(x) for x in (
+            acc.level, acc.split, f"{acc.crops} crop(s)" if acc.crops else None,
+            f"clips: {acc.clips}" if acc.clips else None, f"source: {acc.source}") if x)
+        parts.append(f"{acc.value:g} {metric} ({protocol})")
     return "; ".join(parts)
 
 
