@@ -186,7 +186,6 @@ def save_confusion_png(confusion: Sequence[Sequence[int]], labels: Sequence[str]
     except ImportError:
         print("matplotlib is not installed: no confusion-matrix PNG (pip install matplotlib)", file=sys.stderr)
         return None
-    from ..weights import atomic_path
 
     cm = np.asarray(confusion, dtype=np.float64)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
@@ -207,12 +206,9 @@ def save_confusion_png(confusion: Sequence[Sequence[int]], labels: Sequence[str]
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title or "confusion matrix (video level, row-normalised)")
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path
+    from .plots import save_png
+
+    return save_png(fig, path)
 
 
 # -- public entry point -----------------------------------------------------------------------------

@@ -18,7 +18,6 @@ def plot_curves(history: Sequence[Dict[str, Any]], path: Union[str, Path], title
         print("matplotlib is not installed: no curves.png (pip install matplotlib); log.csv has the numbers",
               file=sys.stderr)
         return None
-    from ..weights import atomic_path
 
     epochs = [r["epoch"] for r in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
@@ -39,6 +38,15 @@ def plot_curves(history: Sequence[Dict[str, Any]], path: Union[str, Path], title
     ax2.legend()
     if title:
         fig.suptitle(title)
+    return save_png(fig, path)
+
+
+def save_png(fig, path: Union[str, Path]) -> Path:
+    """Write a matplotlib figure as PNG atomically (never a half-written file) and close it."""
+    import matplotlib.pyplot as plt
+
+    from ..weights import atomic_path
+
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:
