@@ -36,13 +36,52 @@ from ..errors import VideoDecodeError
 from .clips import resample_nearest
 from .transforms import resized_shape
 
-__all__ = ["VideoInfo", "DecodedVideo", "DecodedFrame", "FrameStream", "probe_video",
+__all__ = ["VideoInfo", "DecodedVideo", "DecodedFrame", "DecodeReport", "FrameStream", "probe_video",
            "read_frames", "iter_frames", "apply_rotation"]
 
 # FFmpeg's ANSI-art demuxers turn any text file into "video"; a .txt must not pass as one.
 _TEXT_AS_VIDEO_FORMATS = frozenset({"tty", "bin", "xbin", "adf", "idf"})
 # Slack for float timestamp comparisons: far below any real frame interval.
 _EPS = 1e-6
+# Demuxers of single pictures: FFmpeg opens a PNG or JPEG renamed .mp4 as a one-frame "video".
+_IMAGE_FORMATS = frozenset({"image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "gif", "tiff_pipe",
+                            "jpegls_pipe", "pgm_pipe", "ppm_pipe", "qoi_pipe"})
+# Preallocation cap for read_frames: memory grows with the frames really decoded, never with
+# what a (possibly forged) header announces.
+_MAX_PREALLOCATED_FRAMES = 256
+
+
+@dataclass
+class DecodeReport:
+    """How decoding went: frames decoded against frames announced, early stops, still images.
+
+    ``frames`` counts decoded source frames (before fps resampling); ``expected`` is the
+    container's frame count when it states one for the decoded range (else ``None``);
+    ``partial`` says why decoding ended early, when it did (a broken packet, or far fewer
+    frames than announced); ``still_image`` marks a picture file or a single-frame stream.
+    """
+
+    path: str
+    frames: int = 0
+    expected: Optional[int] = None
+    partial: Optional[str] = None
+    still_image: bool = False
+
+    @property
+    def complete(self) -> bool:
+        return self.partial is None and not self.still_image
+
+    def notes(self) -> list:
+        out = []
+        if self.partial:
+            out.append(f"partial decode: {self.partial}")
+        if self.still_image:
+            out.append("still image: a single picture, not a video")
+        return out
+
+    def to_dict(self) -> dict:
+        return {"frames": self.frames, "expected": self.expected, "partial": self.partial,
+                "still_image": self.still_image}
 
 
 @dataclass(frozen=True)
@@ -179,48 +218,54 @@ def probe_video(path, *, count_frames: bool = False) -> VideoInfo:
     return VideoInfo(name, int(num), source, fps, duration, width, height, rotation, codec)
 
 
-def _decode(container, stream, name: str, expected: int = 0) -> Iterator[av.VideoFrame]:
+def _decode(container, stream, name: str, expected: int = 0,
+            report: Optional[DecodeReport] = None) -> Iterator[av.VideoFrame]:
     """Decoded frames in presentation order; stops with a warning at the first broken packet.
 
     ``expected`` is the header's frame count when decoding from the start: a file cut short
     often just ends early without any error, and the shortfall is the only sign of it.
+    ``report`` (if given) receives the count and the reason of an early stop.
     """
+    report = report if report is not None else DecodeReport(name)
     count = 0
     try:
         for frame in container.decode(stream):
             count += 1
+            report.frames = count
             yield frame
     except av.FFmpegError as exc:
         if count == 0:
             raise VideoDecodeError(f"{name}: no frame could be decoded ({exc})") from exc
-        warnings.warn(f"{name}: decoding stopped after {count} frames ({exc}); "
-                      "returning the frames decoded so far", RuntimeWarning, stacklevel=2)
+        report.partial = f"decoding stopped after {count} frames ({exc})"
+        warnings.warn(f"{name}: {report.partial}; returning the frames decoded so far",
+                      RuntimeWarning, stacklevel=2)
         return
     if count == 0:
         raise VideoDecodeError(f"{name}: the video stream holds no decodable frame")
     # A few frames of slack: edit lists may legitimately hide frames the header counts.
     if expected and count < expected - max(2, expected // 50):
-        warnings.warn(f"{name}: only {count} of the {expected} frames announced by the header "
-                      "could be decoded (truncated file?)", RuntimeWarning, stacklevel=2)
+        report.partial = f"only {count} of the {expected} frames announced by the header decoded (truncated file?)"
+        warnings.warn(f"{name}: {report.partial}", RuntimeWarning, stacklevel=2)
 
 
-def _seek_and_decode(container, stream, name: str, start_s: Optional[float], origin: int):
+def _seek_and_decode(container, stream, name: str, start_s: Optional[float], origin: int,
+                     report: Optional[DecodeReport] = None):
     """Frames from ``start_s`` on, seeking to the keyframe before it when possible."""
     if not start_s or start_s <= 0 or stream.time_base is None:
-        yield from _decode(container, stream, name, expected=stream.frames)
+        yield from _decode(container, stream, name, expected=stream.frames, report=report)
         return
     target = origin + int(Fraction(start_s) / stream.time_base)
     try:
         container.seek(target, stream=stream, backward=True)
     except av.FFmpegError:
         container.seek(origin, stream=stream, backward=True)
-    frames = _decode(container, stream, name)
+    frames = _decode(container, stream, name, report=report)
     first = next(frames, None)
     if first is not None and first.pts is not None and (first.pts - origin) * stream.time_base > start_s:
         # The demuxer landed after the requested time: frames would be lost, so start over.
         frames.close()
         container.seek(origin, stream=stream, backward=True)
-        frames = _decode(container, stream, name)
+        frames = _decode(container, stream, name, report=report)
         first = next(frames, None)
     if first is not None:
         yield first
@@ -271,14 +316,14 @@ def _check_args(short_side, size, fps, start_s, end_s) -> None:
         raise ValueError(f"end_s ({end_s}) must be greater than start_s ({start_s})")
 
 
-def _timed_frames(container, stream, name, start_s, end_s):
+def _timed_frames(container, stream, name, start_s, end_s, report: Optional[DecodeReport] = None):
     """Yield ``(decoded frame, seconds)`` for the frames inside ``[start_s, end_s)``."""
     # Times count from the stream's start; without one, from the first frame (or 0 when
     # seeking, since the first frame we see is then not the stream's first).
     origin = stream.start_time if stream.start_time is not None else (0 if start_s else None)
     step = 1.0 / _stream_fps(stream)
     last_t = None
-    for frame in _seek_and_decode(container, stream, name, start_s, origin or 0):
+    for frame in _seek_and_decode(container, stream, name, start_s, origin or 0, report):
         if frame.pts is None or frame.time_base is None:
             # No timestamp (some AVI/raw streams): assume constant rate after the previous one.
             t = 0.0 if last_t is None else last_t + step
@@ -320,9 +365,17 @@ class FrameStream:
         container, stream = self._stack.enter_context(_open_video(name))
         self.source_fps = _stream_fps(stream)
         self.fps = float(fps) if fps is not None else self.source_fps
+        try:
+            _check_claimed_length(container, stream, name)
+        except BaseException:
+            self._stack.close()
+            raise
         self.expected_frames = _expected_count(container, stream, self.fps, start_s, end_s)
+        whole = not start_s and end_s is None
+        self.report = DecodeReport(name, expected=(stream.frames or None) if whole else None,
+                                   still_image=container.format.name in _IMAGE_FORMATS)
         self._convert, self._last = _Converter(short_side, size), (None, None)
-        self._items = _timed_frames(container, stream, name, start_s, end_s)
+        self._items = _timed_frames(container, stream, name, start_s, end_s, self.report)
         if fps is not None:
             # Resample before converting: frames that downsampling drops never pay for the
             # colour conversion and resize, which dominate decoding time.
@@ -339,6 +392,8 @@ class FrameStream:
             image = self._image(frame)
         except StopIteration:
             self.close()
+            if self.report.frames == 1:
+                self.report.still_image = True
             if self._count == 0:
                 raise VideoDecodeError(f"{self.path}: no frame in the requested time range") from None
             raise
@@ -403,10 +458,28 @@ class _FrameBuffer:
 
 
 def _expected_count(container, stream, fps: float, start_s, end_s) -> int:
-    """A frame-count estimate, to allocate the output once in the common case."""
+    """A frame-count estimate (capped), to allocate the output once in the common case."""
     duration = _duration_s(container, stream, _stream_fps(stream))
     span = min(duration, end_s if end_s is not None else duration) - (start_s or 0.0)
-    return int(math.ceil(max(span, 0.0) * fps)) + 2
+    if not math.isfinite(span):
+        return _MAX_PREALLOCATED_FRAMES
+    return min(int(math.ceil(max(span, 0.0) * fps)) + 2, _MAX_PREALLOCATED_FRAMES)
+
+
+def _check_claimed_length(container, stream, name: str) -> None:
+    """Refuse a header that announces more frames than the file has bytes.
+
+    Every stored frame costs at least a few bytes of container and bitstream, so such a
+    length is forged or corrupt, and trusting it (to preallocate, or to sample clips) has
+    made decoding ask for terabytes.
+    """
+    duration = _duration_s(container, stream, _stream_fps(stream))
+    claimed = max(float(stream.frames or 0), duration * _stream_fps(stream) if math.isfinite(duration) else math.inf)
+    size = os.path.getsize(name)
+    if claimed > max(size, 1000):
+        raise VideoDecodeError(
+            f"{name}: the container claims {duration:.4g} s ({claimed:.4g} frames) for a {size}-byte file; "
+            "the header is corrupt or forged (a file must hold at least a byte per frame)")
 
 
 def read_frames(path, *, short_side: Optional[int] = None, size: Optional[Tuple[int, int]] = None,

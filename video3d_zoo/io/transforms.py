@@ -41,13 +41,15 @@ import torch.nn.functional as F
 from ..config import InputSpec, input_preset
 from .clips import RandomSource, _randint
 
-__all__ = ["MULTISCALE_SCALES", "CORNER_POSITIONS", "ClipPreprocessor", "preprocess_clip",
+__all__ = ["MULTISCALE_SCALES", "CORNER_POSITIONS", "CROP_POSITIONS", "ClipPreprocessor", "crop_at", "preprocess_clip",
            "normalize_clip", "resized_shape", "resize_frames", "center_crop", "multiscale_corner_crop",
            "random_resized_crop", "hflip", "random_horizontal_flip"]
 
 # 2017 MultiScaleCornerCrop: initial scale 1, 5 scales, step 0.84089641525 = 2 ** -0.25.
 MULTISCALE_SCALES = tuple(2.0 ** (-i / 4) for i in range(5))
 CORNER_POSITIONS = ("c", "tl", "tr", "bl", "br")
+# Inference crops along the long side of the frame: the usual "3 crops" test protocol.
+CROP_POSITIONS = ("start", "center", "end")
 Size = Union[int, Tuple[int, int]]
 
 
@@ -116,6 +118,28 @@ def center_crop(frames: torch.Tensor, size: Size) -> torch.Tensor:
     return frames[..., top:top + crop_h, left:left + crop_w, :]
 
 
+def crop_at(frames: torch.Tensor, size: Size, position: str = "center") -> torch.Tensor:
+    """A crop of channel-last frames at the ``start``, ``center`` or ``end`` of the long side.
+
+    ``start`` is the left (landscape) or top (portrait) end; the short side is centred as in
+    :func:`center_crop`.  ``center`` is exactly :func:`center_crop`.
+    """
+    if position not in CROP_POSITIONS:
+        raise ValueError(f"position must be one of {CROP_POSITIONS}, got {position!r}")
+    centred = center_crop(frames, size)
+    if position == "center":
+        return centred
+    crop_h, crop_w = (size, size) if isinstance(size, int) else size
+    height, width = frames.shape[-3], frames.shape[-2]
+    if width >= height:
+        left = 0 if position == "start" else width - crop_w
+        top = int(round((height - crop_h) / 2.0))
+    else:
+        top = 0 if position == "start" else height - crop_h
+        left = int(round((width - crop_w) / 2.0))
+    return frames[..., top:top + crop_h, left:left + crop_w, :]
+
+
 def normalize_clip(frames: torch.Tensor, spec: InputSpec) -> torch.Tensor:
     """uint8 channel-last frames -> float32 ``(x * value_scale / 255 - mean) / std``, channels first.
 
@@ -151,27 +175,44 @@ class ClipPreprocessor:
         elif isinstance(spec, str):
             spec = input_preset(spec)
         self.crop = overrides.pop("crop_size", spec.crop_size)
+        resize_given = "resize" in overrides
         self.resize = overrides.pop("resize", spec.resize)
         kept = {f.name for f in dataclasses.fields(InputSpec)}
         unknown = sorted(set(overrides) - kept)
         if unknown:
             raise TypeError(f"unknown InputSpec field(s) {unknown}; expected some of {sorted(kept)}")
-        self.spec = spec.replace(**overrides)
+        if not resize_given and self.crop is not None and self.resize is not None:
+            # A larger crop than the weights' resize asks for more of the frame: grow the resize
+            # with it (same aspect) rather than fail on a crop larger than the resized frame.
+            self.resize = _resize_for_crop(self.resize, self.crop)
+        # The spec that is really applied: what extraction records and reports.
+        concrete = {k: v for k, v in (("crop_size", self.crop), ("resize", self.resize)) if v is not None}
+        self.spec = spec.replace(**overrides, **concrete)
 
-    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+    def __call__(self, frames: torch.Tensor, position: str = "center") -> torch.Tensor:
+        """Preprocess ``frames``; ``position`` picks the crop along the long side (:func:`crop_at`)."""
         frames = frames if torch.is_tensor(frames) else torch.as_tensor(frames)
         if frames.ndim not in (4, 5) or frames.shape[-1] != 3:
             raise ValueError(f"expected ... x H x W x 3 RGB frames, got shape {tuple(frames.shape)}")
         if self.resize is not None:
             frames = resize_frames(frames, self.resize)
         if self.crop is not None:
-            frames = center_crop(frames, self.crop)
+            frames = crop_at(frames, self.crop, position)
         return normalize_clip(frames, self.spec)
 
     def __repr__(self) -> str:
         return (f"ClipPreprocessor(spec={self.spec.name!r}, resize={self.resize!r}, "
                 f"crop_size={self.crop!r}, value_scale={self.spec.value_scale}, "
                 f"mean={self.spec.mean}, std={self.spec.std})")
+
+
+def _resize_for_crop(resize: Size, crop: Size) -> Size:
+    crop_h, crop_w = (crop, crop) if isinstance(crop, int) else crop
+    if isinstance(resize, int):
+        return max(resize, crop_h, crop_w)
+    height, width = resize
+    factor = max(crop_h / height, crop_w / width, 1.0)
+    return resize if factor == 1.0 else (math.ceil(height * factor), math.ceil(width * factor))
 
 
 def preprocess_clip(frames: torch.Tensor, spec: Union[InputSpec, str]) -> torch.Tensor:

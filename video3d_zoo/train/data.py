@@ -34,13 +34,14 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
 from ..config import InputSpec
 from ..errors import Video3DZooError
+from ..io.protocol import ClipProtocol
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".ogv")
 
@@ -402,6 +403,14 @@ class ClipSampling:
     val_clips: int = 0
     decode_short_side: Optional[int] = None
     """Short side videos are decoded at (default: ``resize``)."""
+    protocol: Optional[ClipProtocol] = None
+    """Evaluation clips; default: from ``fps``, ``val_clips`` and ``temporal_stride``."""
+
+    def eval_protocol(self) -> ClipProtocol:
+        """The clips validation and evaluation cut (see :class:`~video3d_zoo.io.ClipProtocol`)."""
+        if self.protocol is not None:
+            return self.protocol
+        return ClipProtocol(fps=self.fps, num_clips=self.val_clips, temporal_stride=self.temporal_stride)
 
     @property
     def frames(self) -> int:
@@ -458,21 +467,6 @@ def train_clip(frames: torch.Tensor, sampling: ClipSampling, rng: np.random.Gene
     return normalize_clip(clip, sampling.spec)
 
 
-def eval_clips(frames: torch.Tensor, sampling: ClipSampling) -> torch.Tensor:
-    """Evaluation clips ``N x C x T x H x W``: every non-overlapping clip (last one loop-padded),
-    or ``val_clips`` evenly spaced ones; centre crop."""
-    from ..io import center_crop, normalize_clip, resize_frames, sample_clips, temporal_even_crop
-
-    t = sampling.frames
-    if sampling.val_clips:
-        index_lists = temporal_even_crop(len(frames), t, sampling.val_clips)
-    else:
-        index_lists = [c.indices for c in sample_clips(len(frames), t, t, "pad")]
-    frames = center_crop(resize_frames(frames, sampling.resize), sampling.crop_size)
-    batch = torch.stack([frames[torch.from_numpy(np.asarray(ix))] for ix in index_lists])
-    return normalize_clip(batch, sampling.spec)
-
-
 class TrainClips(torch.utils.data.Dataset):
     """Training dataset indexed by ``(video index, epoch)`` pairs (see :class:`ShardedBatchSampler`).
 
@@ -507,22 +501,36 @@ class TrainClips(torch.utils.data.Dataset):
 
 
 class EvalVideos(torch.utils.data.Dataset):
-    """Evaluation dataset: every item is one video's clips; undecodable videos come back as errors."""
+    """Evaluation dataset: every item is one video's clips, cut by the one clip path
+    (:func:`video3d_zoo.io.video_clips`) with the sampling's spec and evaluation protocol, so
+    evaluation sees exactly the tensors extraction and classification compute on.
+    Undecodable videos come back as errors; each item carries its decode report."""
 
-    def __init__(self, videos: VideoList, sampling: ClipSampling, cache: Optional[Dict[int, torch.Tensor]] = None) -> None:
+    def __init__(self, videos: VideoList, sampling: ClipSampling, cache: Optional[Dict[Any, torch.Tensor]] = None) -> None:
         self.videos, self.sampling, self.cache = videos, sampling, cache
+        self.protocol = sampling.eval_protocol()
 
     def __len__(self) -> int:
         return len(self.videos)
 
     def __getitem__(self, index: int) -> dict:
+        from ..io import video_clips
+
         item = self.videos.items[index]
+        key = (index, self.protocol)
+        report = None
         try:
-            clips = eval_clips(_cached_decode(self.cache, index, item, self.sampling), self.sampling)
+            clips = self.cache.get(key) if self.cache is not None else None
+            if clips is None:
+                clips, _, report = video_clips(item.path, self.sampling.spec, self.protocol,
+                                               start_s=item.start_s, end_s=item.end_s)
+                if self.cache is not None:
+                    self.cache[key] = clips
         except (Video3DZooError, OSError, RuntimeError) as exc:
-            return {"clips": None, "label": item.label, "index": index,
+            return {"clips": None, "label": item.label, "index": index, "report": None,
                     "errors": [(item.where or item.path, str(exc))]}
-        return {"clips": clips, "label": item.label, "index": index, "errors": []}
+        return {"clips": clips, "label": item.label, "index": index, "errors": [],
+                "report": report.to_dict() if report is not None else None}
 
 
 def collate_train(samples: List[dict]) -> dict:
@@ -539,6 +547,7 @@ def collate_eval(samples: List[dict]) -> dict:
     return {"clips": clips, "clip_video": owner,
             "index": torch.tensor([s["index"] for s in good], dtype=torch.long),
             "label": torch.tensor([s["label"] for s in good], dtype=torch.long),
+            "reports": {s["index"]: s["report"] for s in good},
             "errors": [e for s in samples for e in s["errors"]]}
 
 
