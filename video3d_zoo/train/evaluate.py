@@ -215,14 +215,9 @@ def save_confusion_png(confusion: Sequence[Sequence[int]], labels: Sequence[str]
 def _load_model(model: Union[nn.Module, str, Path]) -> nn.Module:
     if isinstance(model, nn.Module):
         return model
-    from ..weights import _is_local_path, from_pretrained
+    from ..resolve import load_model
 
-    if _is_local_path(model):
-        return from_pretrained(model)
-    from ..api import create_model, split_name
-
-    _name, tag = split_name(str(model))
-    return create_model(str(model)) if tag else create_model(str(model), pretrained=True)
+    return load_model(model)
 
 
 def _videos_from(data: Any, split: str, labels: Optional[Sequence[str]], issues: DataIssues,
