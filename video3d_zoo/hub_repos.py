@@ -55,9 +55,15 @@ def fetch_repo_file(repo_id: str, filename: str, revision: str = "main", *, cach
     meta = _head(hf_hub_url(repo_id, filename, revision=revision, endpoint=where), etag_timeout(), retries(),
                  what, where)
     etag = (meta.etag or "").strip('"').lower()
+    # Pin the commit the revision points to now: the cache keeps snapshots by commit, so a bad
+    # file is removed from the right snapshot, and both files of a folder come from one commit.
+    commit = getattr(meta, "commit_hash", None) or revision
     if _is_hex(etag, 64) and meta.size:
-        return download(repo_id=repo_id, filename=filename, revision=revision, sha256=etag, size=meta.size,
+        path = download(repo_id=repo_id, filename=filename, revision=commit, sha256=etag, size=meta.size,
                         cache=cache, endpoint_url=where)
+        _record_ref(cache, repo_id, revision, commit)
+        return path
+    revision = commit
     try:
         path = Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=str(cache), endpoint=where,
                                     etag_timeout=etag_timeout(), library_name="video3d_zoo",
@@ -67,6 +73,18 @@ def fetch_repo_file(repo_id: str, filename: str, revision: str = "main", *, cach
     if _is_hex(etag, 40):
         _check_git_blob(path, etag, what, lambda: remove_cached(repo_id, filename, revision, cache))
     return path
+
+
+def _record_ref(cache: Path, repo_id: str, revision: str, commit: str) -> None:
+    """Remember which commit a branch or tag resolved to, as huggingface_hub does (``refs/NAME``),
+    so the same reference works offline later."""
+    if revision == commit or not _is_hex(commit, 40):
+        return
+    ref = cache / ("models--" + repo_id.replace("/", "--")) / "refs" / revision
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    tmp = ref.with_name(f".{ref.name}.{os.getpid()}.tmp")
+    tmp.write_text(commit, encoding="utf-8")
+    os.replace(tmp, ref)
 
 
 def _cached_copy(repo_id: str, filename: str, revision: str, cache: Path, what: str) -> Path:
