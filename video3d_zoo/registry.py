@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from .errors import RegistryError, UnknownModelError
@@ -29,7 +29,6 @@ class ModelSpec:
     aliases: Tuple[str, ...] = ()
     input_preset: str = "kenshohara2020"
     origin: str = ""
-    defaults: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def description(self) -> str:
@@ -98,30 +97,19 @@ def register_model(
     aliases: Tuple[str, ...] = (),
     input_preset: str = "kenshohara2020",
     origin: str = "",
-    **defaults: Any,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator registering an architecture builder under ``name`` (default: its ``__name__``).
 
-    ``defaults`` records the architecture arguments the builder fixes, for docs and tables.
+    Register a ``def`` named like the model, so ``grep "def resnet3d_50"`` finds it.
     """
 
     def decorate(builder: Callable[..., Any]) -> Callable[..., Any]:
         MODELS.register(ModelSpec(
             name=name or builder.__name__, family=family, builder=builder,
-            aliases=tuple(aliases), input_preset=input_preset, origin=origin,
-            defaults=dict(defaults)))
+            aliases=tuple(aliases), input_preset=input_preset, origin=origin))
         return builder
 
     return decorate
-
-
-def bind_builder(make: Callable[..., Any], *args: Any) -> Callable[..., Any]:
-    """A builder taking only keyword arguments, with ``args`` (say, a depth) fixed."""
-
-    def build(**kwargs: Any) -> Any:
-        return make(*args, **kwargs)
-
-    return build
 
 
 def list_models(pattern: str = "*", include_aliases: bool = False) -> List[str]:

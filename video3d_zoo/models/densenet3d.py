@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import VideoClassifier, init_conv_bn
-from ..registry import bind_builder, register_model
+from ..registry import register_model
 
 DEPTH_BLOCKS = {
     121: (6, 12, 24, 16),
@@ -120,12 +120,25 @@ def _densenet(depth: int, **kwargs) -> DenseNet3d:
     return DenseNet3d(block_config=DEPTH_BLOCKS[depth], **kwargs)
 
 
-def _register_densenets() -> None:
-    for depth in DEPTH_BLOCKS:
-        build = bind_builder(_densenet, depth)
-        build.__doc__ = f"3D DenseNet-{depth}, growth rate 32 (2017 Kinetics weights for 121 and 201)."
-        register_model(f"densenet3d_{depth}", family="densenet3d", aliases=(f"densenet{depth}_3d",),
-                       origin="kenshohara", depth=depth)(build)
+@register_model(family="densenet3d", aliases=("densenet121_3d",), origin="kenshohara")
+def densenet3d_121(**kwargs) -> DenseNet3d:
+    """3D DenseNet-121, growth rate 32 (2017 Kinetics weights)."""
+    return _densenet(121, **kwargs)
 
 
-_register_densenets()
+@register_model(family="densenet3d", aliases=("densenet169_3d",), origin="kenshohara")
+def densenet3d_169(**kwargs) -> DenseNet3d:
+    """3D DenseNet-169, growth rate 32."""
+    return _densenet(169, **kwargs)
+
+
+@register_model(family="densenet3d", aliases=("densenet201_3d",), origin="kenshohara")
+def densenet3d_201(**kwargs) -> DenseNet3d:
+    """3D DenseNet-201, growth rate 32 (2017 Kinetics weights)."""
+    return _densenet(201, **kwargs)
+
+
+@register_model(family="densenet3d", aliases=("densenet264_3d",), origin="kenshohara")
+def densenet3d_264(**kwargs) -> DenseNet3d:
+    """3D DenseNet-264, growth rate 32."""
+    return _densenet(264, **kwargs)

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..layers import RESNET_DEPTHS as DEPTH_LAYERS
 from ..layers import ResNetTrunk, Triple
-from ..registry import bind_builder, register_model
+from ..registry import register_model
 
 
 class PreActBasicBlock3d(nn.Module):
@@ -92,13 +92,43 @@ def _preact(depth: int, **kwargs) -> PreActResNet3d:
     return PreActResNet3d(block=block, layers=layers, **kwargs)
 
 
-def _register_preacts() -> None:
-    for depth in DEPTH_LAYERS:
-        build = bind_builder(_preact, depth)
-        build.__doc__ = f"Pre-activation 3D ResNet-{depth} (2017 weights exist for depth 200)."
-        register_model(f"preact_resnet3d_{depth}", family="preact_resnet3d",
-                       aliases=(f"preact_resnet{depth}_3d", f"preresnet{depth}_3d"),
-                       origin="kenshohara", depth=depth)(build)
+@register_model(family="preact_resnet3d", aliases=("preact_resnet10_3d", "preresnet10_3d"), origin="kenshohara")
+def preact_resnet3d_10(**kwargs) -> PreActResNet3d:
+    """Pre-activation 3D ResNet-10."""
+    return _preact(10, **kwargs)
 
 
-_register_preacts()
+@register_model(family="preact_resnet3d", aliases=("preact_resnet18_3d", "preresnet18_3d"), origin="kenshohara")
+def preact_resnet3d_18(**kwargs) -> PreActResNet3d:
+    """Pre-activation 3D ResNet-18."""
+    return _preact(18, **kwargs)
+
+
+@register_model(family="preact_resnet3d", aliases=("preact_resnet34_3d", "preresnet34_3d"), origin="kenshohara")
+def preact_resnet3d_34(**kwargs) -> PreActResNet3d:
+    """Pre-activation 3D ResNet-34."""
+    return _preact(34, **kwargs)
+
+
+@register_model(family="preact_resnet3d", aliases=("preact_resnet50_3d", "preresnet50_3d"), origin="kenshohara")
+def preact_resnet3d_50(**kwargs) -> PreActResNet3d:
+    """Pre-activation 3D ResNet-50."""
+    return _preact(50, **kwargs)
+
+
+@register_model(family="preact_resnet3d", aliases=("preact_resnet101_3d", "preresnet101_3d"), origin="kenshohara")
+def preact_resnet3d_101(**kwargs) -> PreActResNet3d:
+    """Pre-activation 3D ResNet-101."""
+    return _preact(101, **kwargs)
+
+
+@register_model(family="preact_resnet3d", aliases=("preact_resnet152_3d", "preresnet152_3d"), origin="kenshohara")
+def preact_resnet3d_152(**kwargs) -> PreActResNet3d:
+    """Pre-activation 3D ResNet-152."""
+    return _preact(152, **kwargs)
+
+
+@register_model(family="preact_resnet3d", aliases=("preact_resnet200_3d", "preresnet200_3d"), origin="kenshohara")
+def preact_resnet3d_200(**kwargs) -> PreActResNet3d:
+    """Pre-activation 3D ResNet-200 (2017 Kinetics weights exist)."""
+    return _preact(200, **kwargs)

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..layers import RESNET_DEPTHS as DEPTH_LAYERS
 from ..layers import ResNetTrunk, Triple
-from ..registry import bind_builder, register_model
+from ..registry import register_model
 
 
 def factorised_mid(in_planes: int, out_planes: int) -> int:
@@ -151,20 +151,50 @@ def _r2plus1d(depth: int, **kwargs) -> R2Plus1d:
     return R2Plus1d(block=block, layers=layers, **kwargs)
 
 
-def _register_kenshohara() -> None:
-    for depth in DEPTH_LAYERS:
-        # torchvision owns the plain name "r2plus1d_18"; the 2020 18-layer net is suffixed.
-        name = f"r2plus1d_{depth}" if depth != 18 else "r2plus1d_18_kenshohara"
-        build = bind_builder(_r2plus1d, depth)
-        build.__doc__ = (f"R(2+1)D-{depth}, 2020 3D-ResNets-PyTorch layout (stem mid 110, per-conv mid widths).")
-        register_model(name, family="r2plus1d", aliases=(f"r2p1d{depth}_3d",),
-                       origin="kenshohara", depth=depth)(build)
+# torchvision owns the plain name "r2plus1d_18"; the 2020 18-layer net is suffixed.
+@register_model(family="r2plus1d", aliases=("r2p1d10_3d",), origin="kenshohara")
+def r2plus1d_10(**kwargs) -> R2Plus1d:
+    """R(2+1)D-10, 2020 3D-ResNets-PyTorch layout (stem mid 110, per-conv mid widths)."""
+    return _r2plus1d(10, **kwargs)
 
 
-_register_kenshohara()
+@register_model(family="r2plus1d", aliases=("r2p1d18_3d",), origin="kenshohara")
+def r2plus1d_18_kenshohara(**kwargs) -> R2Plus1d:
+    """R(2+1)D-18, 2020 3D-ResNets-PyTorch layout (stem mid 110, per-conv mid widths)."""
+    return _r2plus1d(18, **kwargs)
 
 
-@register_model(family="torchvision_video", input_preset="torchvision", origin="torchvision", depth=18)
+@register_model(family="r2plus1d", aliases=("r2p1d34_3d",), origin="kenshohara")
+def r2plus1d_34(**kwargs) -> R2Plus1d:
+    """R(2+1)D-34, 2020 3D-ResNets-PyTorch layout (stem mid 110, per-conv mid widths)."""
+    return _r2plus1d(34, **kwargs)
+
+
+@register_model(family="r2plus1d", aliases=("r2p1d50_3d",), origin="kenshohara")
+def r2plus1d_50(**kwargs) -> R2Plus1d:
+    """R(2+1)D-50, 2020 3D-ResNets-PyTorch layout (stem mid 110, per-conv mid widths)."""
+    return _r2plus1d(50, **kwargs)
+
+
+@register_model(family="r2plus1d", aliases=("r2p1d101_3d",), origin="kenshohara")
+def r2plus1d_101(**kwargs) -> R2Plus1d:
+    """R(2+1)D-101, 2020 3D-ResNets-PyTorch layout (stem mid 110, per-conv mid widths)."""
+    return _r2plus1d(101, **kwargs)
+
+
+@register_model(family="r2plus1d", aliases=("r2p1d152_3d",), origin="kenshohara")
+def r2plus1d_152(**kwargs) -> R2Plus1d:
+    """R(2+1)D-152, 2020 3D-ResNets-PyTorch layout (stem mid 110, per-conv mid widths)."""
+    return _r2plus1d(152, **kwargs)
+
+
+@register_model(family="r2plus1d", aliases=("r2p1d200_3d",), origin="kenshohara")
+def r2plus1d_200(**kwargs) -> R2Plus1d:
+    """R(2+1)D-200, 2020 3D-ResNets-PyTorch layout (stem mid 110, per-conv mid widths)."""
+    return _r2plus1d(200, **kwargs)
+
+
+@register_model(family="torchvision_video", input_preset="torchvision", origin="torchvision")
 def r2plus1d_18(**kwargs) -> R2Plus1d:
     """torchvision R(2+1)D-18: stem mid 45 with a 3x1x1 temporal conv, no max-pool, per-block mids."""
     kwargs.setdefault("stem_mid", 45)

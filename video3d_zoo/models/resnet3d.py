@@ -37,7 +37,7 @@ from torch import nn
 
 from ..layers import RESNET_DEPTHS as DEPTH_LAYERS
 from ..layers import ResNetTrunk, Triple
-from ..registry import bind_builder, register_model
+from ..registry import register_model
 
 
 class BasicBlock3d(nn.Module):
@@ -140,20 +140,71 @@ def _resnext3d(depth: int, **kwargs) -> ResNet3d:
     return _resnet3d(depth, **kwargs)
 
 
-def _register_resnets() -> None:
-    for depth in DEPTH_LAYERS:
-        build = bind_builder(_resnet3d, depth)
-        build.__doc__ = (f"3D ResNet-{depth} (Hara et al. 2018); 2017 and 2020 Kinetics weights. "
-                         "Options: shortcut_type, widen_factor, stem_kernel_t, stem_stride_t, stem_max_pool.")
-        register_model(f"resnet3d_{depth}", family="resnet3d", aliases=(f"resnet{depth}_3d",),
-                       origin="kenshohara", depth=depth)(build)
+@register_model(family="resnet3d", aliases=("resnet10_3d",), origin="kenshohara")
+def resnet3d_10(**kwargs) -> ResNet3d:
+    """3D ResNet-10 (Hara et al. 2018); 2017 and 2020 Kinetics weights.
+
+    Options: shortcut_type, widen_factor, stem_kernel_t, stem_stride_t, stem_max_pool.
+    """
+    return _resnet3d(10, **kwargs)
 
 
-_register_resnets()
+@register_model(family="resnet3d", aliases=("resnet18_3d",), origin="kenshohara")
+def resnet3d_18(**kwargs) -> ResNet3d:
+    """3D ResNet-18 (Hara et al. 2018); 2017 and 2020 Kinetics weights.
+
+    Options: shortcut_type, widen_factor, stem_kernel_t, stem_stride_t, stem_max_pool.
+    """
+    return _resnet3d(18, **kwargs)
+
+
+@register_model(family="resnet3d", aliases=("resnet34_3d",), origin="kenshohara")
+def resnet3d_34(**kwargs) -> ResNet3d:
+    """3D ResNet-34 (Hara et al. 2018); 2017 and 2020 Kinetics weights.
+
+    Options: shortcut_type, widen_factor, stem_kernel_t, stem_stride_t, stem_max_pool.
+    """
+    return _resnet3d(34, **kwargs)
+
+
+@register_model(family="resnet3d", aliases=("resnet50_3d",), origin="kenshohara")
+def resnet3d_50(**kwargs) -> ResNet3d:
+    """3D ResNet-50 (Hara et al. 2018); 2017 and 2020 Kinetics weights.
+
+    Options: shortcut_type, widen_factor, stem_kernel_t, stem_stride_t, stem_max_pool.
+    """
+    return _resnet3d(50, **kwargs)
+
+
+@register_model(family="resnet3d", aliases=("resnet101_3d",), origin="kenshohara")
+def resnet3d_101(**kwargs) -> ResNet3d:
+    """3D ResNet-101 (Hara et al. 2018); 2017 and 2020 Kinetics weights.
+
+    Options: shortcut_type, widen_factor, stem_kernel_t, stem_stride_t, stem_max_pool.
+    """
+    return _resnet3d(101, **kwargs)
+
+
+@register_model(family="resnet3d", aliases=("resnet152_3d",), origin="kenshohara")
+def resnet3d_152(**kwargs) -> ResNet3d:
+    """3D ResNet-152 (Hara et al. 2018); 2017 and 2020 Kinetics weights.
+
+    Options: shortcut_type, widen_factor, stem_kernel_t, stem_stride_t, stem_max_pool.
+    """
+    return _resnet3d(152, **kwargs)
+
+
+@register_model(family="resnet3d", aliases=("resnet200_3d",), origin="kenshohara")
+def resnet3d_200(**kwargs) -> ResNet3d:
+    """3D ResNet-200 (Hara et al. 2018); 2017 and 2020 Kinetics weights.
+
+    Options: shortcut_type, widen_factor, stem_kernel_t, stem_stride_t, stem_max_pool.
+    """
+    return _resnet3d(200, **kwargs)
 
 
 @register_model(family="wide_resnet3d", aliases=("wide_resnet50_3d", "wideresnet50_3d"),
-                origin="kenshohara", depth=50, k=2)
+                origin="kenshohara")
 def wide_resnet3d_50(**kwargs) -> ResNet3d:
     """Wide 3D ResNet-50, k=2 (bottleneck expansion 2, 2048 features); 2017 layout, 64-channel stem.
 
@@ -165,19 +216,43 @@ def wide_resnet3d_50(**kwargs) -> ResNet3d:
     return _resnet3d(50, **kwargs)
 
 
-def _register_resnexts() -> None:
-    for depth in (50, 101, 152, 200):
-        build = bind_builder(_resnext3d, depth)
-        build.__doc__ = (f"3D ResNeXt-{depth}, cardinality 32, 2048 features; 2017 layout (64-channel stem). "
-                         "The 2020 layout is stem_width=128.")
-        register_model(f"resnext3d_{depth}", family="resnext3d", aliases=(f"resnext{depth}_3d",),
-                       origin="kenshohara", depth=depth, cardinality=32)(build)
+@register_model(family="resnext3d", aliases=("resnext50_3d",), origin="kenshohara")
+def resnext3d_50(**kwargs) -> ResNet3d:
+    """3D ResNeXt-50, cardinality 32, 2048 features; 2017 layout (64-channel stem).
+
+    The 2020 layout is stem_width=128.
+    """
+    return _resnext3d(50, **kwargs)
 
 
-_register_resnexts()
+@register_model(family="resnext3d", aliases=("resnext101_3d",), origin="kenshohara")
+def resnext3d_101(**kwargs) -> ResNet3d:
+    """3D ResNeXt-101, cardinality 32, 2048 features; 2017 layout (64-channel stem).
+
+    The 2020 layout is stem_width=128.
+    """
+    return _resnext3d(101, **kwargs)
 
 
-@register_model(family="torchvision_video", input_preset="torchvision", origin="torchvision", depth=18)
+@register_model(family="resnext3d", aliases=("resnext152_3d",), origin="kenshohara")
+def resnext3d_152(**kwargs) -> ResNet3d:
+    """3D ResNeXt-152, cardinality 32, 2048 features; 2017 layout (64-channel stem).
+
+    The 2020 layout is stem_width=128.
+    """
+    return _resnext3d(152, **kwargs)
+
+
+@register_model(family="resnext3d", aliases=("resnext200_3d",), origin="kenshohara")
+def resnext3d_200(**kwargs) -> ResNet3d:
+    """3D ResNeXt-200, cardinality 32, 2048 features; 2017 layout (64-channel stem).
+
+    The 2020 layout is stem_width=128.
+    """
+    return _resnext3d(200, **kwargs)
+
+
+@register_model(family="torchvision_video", input_preset="torchvision", origin="torchvision")
 def r3d_18(**kwargs) -> ResNet3d:
     """torchvision R3D-18: 3D ResNet-18 with a 3x7x7 stem and no max-pool (Tran et al. 2018)."""
     kwargs.setdefault("stem_kernel_t", 3)
@@ -185,7 +260,7 @@ def r3d_18(**kwargs) -> ResNet3d:
     return _resnet3d(18, **kwargs)
 
 
-@register_model(family="torchvision_video", input_preset="torchvision", origin="torchvision", depth=18)
+@register_model(family="torchvision_video", input_preset="torchvision", origin="torchvision")
 def mc3_18(**kwargs) -> ResNet3d:
     """torchvision MC3-18: 3D convolutions in the stem and layer1, 2D (1x3x3) in layers 2-4."""
     kwargs.setdefault("stem_kernel_t", 3)
