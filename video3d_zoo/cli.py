@@ -109,24 +109,52 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="also torch.compile with freezing (first batch compiles for tens of seconds)")
 
 
+def _count_arg(low: int) -> Callable[[str], int]:
+    """argparse type: an integer >= ``low`` (a clear message and exit status 2 otherwise)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        return value
+    parse.__name__ = "count"
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
 def _add_clip_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--clip-len", type=int, default=None, help="frames per clip (default: the weights' frames)")
-    p.add_argument("--stride", type=int, default=None, help="frames between clip starts (default: clip length)")
+    p.add_argument("--clip-len", type=_count_arg(1), default=None,
+                   help="frames per clip (default: the weights' frames)")
+    p.add_argument("--stride", type=_count_arg(1), default=None,
+                   help="frames between clip starts (default: clip length)")
     p.add_argument("--last", choices=["pad", "drop", "shift"], default="pad",
                    help="trailing partial clip: loop-pad it, drop it, or end-align a full clip")
-    p.add_argument("--fps", type=float, default=None, help="resample the video to this frame rate first")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--fps", type=_positive_float, default=None, help="resample the video to this frame rate first")
+    p.add_argument("--batch-size", type=_count_arg(1), default=8)
 
 
 @command("extract")
 def _cmd_extract(args: argparse.Namespace) -> int:
-    from .extract import parse_shard, run_extraction
+    from .extract import run_extraction
 
     model = _model_from_args(args)
     summary = run_extraction(model, args.inputs, args.output, layer=args.layer, clip_len=args.clip_len,
                              stride=args.stride, last=args.last, fps=args.fps, batch_size=args.batch_size,
-                             workers=args.workers, shard=parse_shard(args.shard) if args.shard else None,
-                             overwrite=args.overwrite, progress=not args.quiet)
+                             workers=args.workers, shard=args.shard, overwrite=args.overwrite,
+                             progress=not args.quiet, strict=args.strict)
     print(summary.describe())
     return 0 if summary.ok else 1
 
@@ -138,13 +166,18 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     model = _model_from_args(args)
     prediction = classify_video(model, args.video, topk=args.topk, clip_len=args.clip_len, stride=args.stride,
                                 last=args.last, fps=args.fps, batch_size=args.batch_size)
+    report = prediction.decode_report
     if args.json:
         print(json.dumps({"video": args.video, "num_clips": prediction.num_clips,
-                          "top": [{"label": l, "score": s} for l, s in prediction.top]}))
+                          "top": [{"label": l, "score": s} for l, s in prediction.top],
+                          "notes": prediction.notes, "decode_report": report.to_dict() if report else None},
+                         allow_nan=False))
     else:
         print(f"{args.video} ({prediction.num_clips} clips, softmax averaged over clips):")
         for label, score in prediction.top:
             print(f"  {score:7.2%}  {label}")
+        for note in prediction.notes:
+            print(f"  note: {note}")
     return 0
 
 
@@ -267,17 +300,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     _add_clip_args(p)
     p.add_argument("--layer", default="pooled", help="pooled (default), logits, or a stage name such as layer3")
-    p.add_argument("--workers", type=int, default=0, help="decoding processes overlapped with inference")
+    p.add_argument("--workers", type=_count_arg(0), default=0, help="decoding processes overlapped with inference")
     p.add_argument("--shard", default=None, help="i/n: this process takes every n-th video from the i-th "
                    "(default under torchrun: RANK/WORLD_SIZE)")
-    p.add_argument("--overwrite", action="store_true", help="redo videos whose .npz already exists")
+    p.add_argument("--overwrite", action="store_true", help="redo videos whose .npz is already up to date")
+    p.add_argument("--strict", action="store_true",
+                   help="treat partial decodes and still images as failures (no file, exit status 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("classify", help="video-level prediction (softmax averaged over clips)")
     p.add_argument("video")
     _add_model_args(p)
     _add_clip_args(p)
-    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--topk", type=_count_arg(1), default=5)
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("export", help="export a model to ONNX (dynamic batch and time axes)")
