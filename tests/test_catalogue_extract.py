@@ -143,6 +143,7 @@ def test_same_stem_different_extension_gives_two_files_with_full_records(model, 
     ("other weights", [], "weights_digest"),
     ("layer", ["--layer", "logits"], "layer"),
     ("clip length", ["--clip-len", "4"], "clip_protocol"),
+    ("fast path", ["--fast"], "inference_options"),
     ("source edited", [], "source size/mtime_ns/digest"),
     ("older format", [], "no provenance record"),
 ])
@@ -173,6 +174,17 @@ def test_rerun_skips_only_exact_matches(weights, videos, tmp_path, capsys, chang
     # ... and the new records are now exact: a third identical run skips everything.
     code, text, _ = extract(capsys, weights_dir, videos, out, *extra)
     assert code == 0 and "2 up to date (skipped)" in text and snapshot(out) == after
+
+
+def test_large_sources_are_identified_by_size_and_both_ends(tmp_path):
+    from video3d_zoo.provenance import source_identity
+
+    big = tmp_path / "big.mp4"
+    big.write_bytes(bytes(3 << 20))
+    first = source_identity(big)
+    assert "first MiB and the last MiB" in first["digest_method"] and first["size"] == 3 << 20
+    big.write_bytes(bytes(3 << 20) + b"x")
+    assert source_identity(big)["digest"] != first["digest"]
 
 
 def test_overwrite_still_forces(weights, videos, tmp_path, capsys):

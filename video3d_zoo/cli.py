@@ -119,7 +119,6 @@ def _count_arg(low: int) -> Callable[[str], int]:
         if value < low:
             raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
         return value
-    parse.__name__ = "count"
     return parse
 
 

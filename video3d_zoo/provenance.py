@@ -33,9 +33,10 @@ import torch
 FORMAT_VERSION = 2
 IDENTITY_KEYS = ("format_version", "source", "model", "weights_digest", "inference_options", "layer",
                  "clip_protocol", "input_spec")
-# Files up to this size are hashed whole; larger ones by their size, first and last MiB.
-FULL_DIGEST_LIMIT = 64 << 20
+# Files up to this size are hashed whole; larger ones by their size, first and last MiB, so
+# a rerun over a large collection reads at most 2 MiB per video to recognise its files.
 _EDGE = 1 << 20
+FULL_DIGEST_LIMIT = 2 * _EDGE
 
 
 def dumps(value) -> str:
@@ -86,7 +87,7 @@ def _tensor_bytes(tensor: torch.Tensor) -> bytes:
 
 def weights_digest(model: torch.nn.Module) -> str:
     """sha256 over the network's state_dict: every key, dtype, shape and the raw values."""
-    network = getattr(model, "model", model)  # an InferenceModel wraps the network
+    network = model.model if hasattr(model, "options") else model  # an InferenceModel wraps the network
     digest = hashlib.sha256()
     for key, tensor in sorted(network.state_dict().items()):
         digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
