@@ -235,12 +235,12 @@ def _triage(jobs: List[VideoJob], run: dict, summary: ExtractionSummary, overwri
         if stale is not None:
             tasks.append(_Task(job, meta, stale))
             continue
-        notes = _decode_notes(stored_report(stored))
-        if strict and notes:
-            summary.failed[job.source] = "; ".join(notes) + " (refused by strict)" + _kept_note(job)
+        report = stored_report(stored)
+        if strict and _decode_notes(report):
+            summary.failed[job.source] = "; ".join(_decode_notes(report)) + " (refused by strict)" + _kept_note(job)
             continue
         summary.skipped.append(job.source)
-        _count(summary, job, stored_report(stored))
+        _count(summary, job, report)
     return tasks
 
 
