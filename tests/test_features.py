@@ -104,8 +104,8 @@ def test_cli_extract_equals_api_and_resumes(model, weights_dir, videos, tmp_path
     assert cli_main(["extract", str(root), "--weights", str(weights_dir), "-o", str(out), "--quiet",
                      "--batch-size", "5"]) == 0
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.npz"))
-    assert files == ["long.npz", "short.npz", "sub/exact.npz"]
-    saved = np.load(out / "long.npz")
+    assert files == ["long.mp4.npz", "short.avi.npz", "sub/exact.mkv.npz"]
+    saved = np.load(out / "long.mp4.npz")
     api = extract_features(model, videos["long"])
     np.testing.assert_allclose(saved["features"], api.features, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(saved["timestamps"], api.timestamps)
@@ -113,11 +113,11 @@ def test_cli_extract_equals_api_and_resumes(model, weights_dir, videos, tmp_path
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*.npz")}
     capsys.readouterr()
     assert cli_main(["extract", str(root), "--weights", str(weights_dir), "-o", str(out), "--quiet"]) == 0
-    assert "0 extracted, 3 already done" in capsys.readouterr().out
+    assert "0 extracted (0 new, 0 recomputed), 3 up to date (skipped)" in capsys.readouterr().out
     assert before == {p: p.stat().st_mtime_ns for p in out.rglob("*.npz")}
     assert cli_main(["extract", str(videos["short"]), "--weights", str(weights_dir), "-o", str(out),
                      "--quiet", "--overwrite"]) == 0
-    assert (out / "short.npz").stat().st_mtime_ns != before[out / "short.npz"]
+    assert (out / "short.avi.npz").stat().st_mtime_ns != before[out / "short.avi.npz"]
 
 
 def test_bad_inputs_are_reported_and_skipped(model, videos, tmp_path, capsys):
@@ -160,7 +160,7 @@ def test_workers_and_list_file_give_the_same_results(model, videos, tmp_path):
     a = run_extraction(model, [listing], tmp_path / "a", progress=False, batch_size=3)
     b = run_extraction(model, list(videos.values()), tmp_path / "b", progress=False, workers=2, batch_size=4)
     assert a.ok and b.ok and len(a.processed) == 3
-    for name in ("long.npz", "short.npz", "exact.npz"):
+    for name in ("long.mp4.npz", "short.avi.npz", "exact.mkv.npz"):
         np.testing.assert_allclose(np.load(tmp_path / "a" / name)["features"],
                                    np.load(tmp_path / "b" / name)["features"], rtol=1e-5, atol=1e-6)
 

@@ -158,13 +158,13 @@ def _add_clip_args(p: argparse.ArgumentParser) -> None:
 
 @command("extract")
 def _cmd_extract(args: argparse.Namespace) -> int:
-    from .extract import parse_shard, run_extraction
+    from .extract import run_extraction
 
     model = _model_from_args(args)
     summary = run_extraction(model, args.inputs, args.output, layer=args.layer, clip_len=args.clip_len,
                              stride=args.stride, last=args.last, fps=args.fps, batch_size=args.batch_size,
-                             workers=args.workers, shard=parse_shard(args.shard) if args.shard else None,
-                             overwrite=args.overwrite, progress=not args.quiet)
+                             workers=args.workers, shard=args.shard, overwrite=args.overwrite,
+                             progress=not args.quiet, strict=args.strict)
     print(summary.describe())
     return 0 if summary.ok else 1
 
@@ -176,13 +176,18 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     model = _model_from_args(args)
     prediction = classify_video(model, args.video, topk=args.topk, clip_len=args.clip_len, stride=args.stride,
                                 last=args.last, fps=args.fps, batch_size=args.batch_size)
+    report = prediction.decode_report
     if args.json:
         print(json.dumps({"video": args.video, "num_clips": prediction.num_clips,
-                          "top": [{"label": l, "score": s} for l, s in prediction.top]}))
+                          "top": [{"label": l, "score": s} for l, s in prediction.top],
+                          "notes": prediction.notes, "decode_report": report.to_dict() if report else None},
+                         allow_nan=False))
     else:
         print(f"{args.video} ({prediction.num_clips} clips, softmax averaged over clips):")
         for label, score in prediction.top:
             print(f"  {score:7.2%}  {label}")
+        for note in prediction.notes:
+            print(f"  note: {note}")
     return 0
 
 
@@ -296,7 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int_at_least(0), default=0, help="decoding processes overlapped with inference")
     p.add_argument("--shard", default=None, help="i/n: this process takes every n-th video from the i-th "
                    "(default under torchrun: RANK/WORLD_SIZE)")
-    p.add_argument("--overwrite", action="store_true", help="redo videos whose .npz already exists")
+    p.add_argument("--overwrite", action="store_true", help="redo videos whose .npz is already up to date")
+    p.add_argument("--strict", action="store_true",
+                   help="treat partial decodes and still images as failures (no file, exit status 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("classify", help="video-level prediction (softmax averaged over clips)")

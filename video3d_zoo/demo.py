@@ -70,6 +70,6 @@ def run_demo(out_dir: Optional[str] = None, seed: int = 2026, device: str = "cpu
     if not summary.ok:
         raise RuntimeError(summary.describe())
     for _, path in videos:
-        with np.load(out / "features" / f"{path.stem}.npz") as data:
+        with np.load(summary.outputs[path.resolve()]) as data:
             report.feature_shapes.append((path.name, tuple(data["features"].shape)))
     return report

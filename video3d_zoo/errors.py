@@ -62,3 +62,7 @@ class VideoDecodeError(Video3DZooError, ValueError):
 
 class ExportError(Video3DZooError, RuntimeError):
     """A model that cannot be exported to the requested format; the message says why."""
+
+
+class NonFiniteError(Video3DZooError, ValueError):
+    """Model outputs (features, logits or scores) holding NaN or infinity; nothing is written."""

@@ -1,13 +1,23 @@
 """The ``video3d-zoo extract`` job: features for many videos, one ``.npz`` each.
 
 * Inputs are video files, folders (searched recursively by extension) and text files listing
-  paths (one per line; relative paths are relative to the list).  The list is sorted, so every
-  process agrees on it; ``shard=(i, n)`` keeps every n-th video from the i-th, so n shards cover
-  the list exactly once.  Under ``torchrun`` the shard defaults to (RANK, WORLD_SIZE).
-* Each output is written to a temporary file and renamed into place: an output that exists is
-  complete, so a rerun skips it (resume); ``overwrite=True`` redoes it.
-* A video that cannot be decoded is reported with its path and reason, and the job goes on;
-  the summary counts it and :func:`run_extraction` reports failure.
+  paths (one per line; relative paths are relative to the list).  Output names mirror the
+  inputs and keep the video's extension (``a/clip.mp4`` -> ``OUT/a/clip.mp4.npz``); see
+  :mod:`video3d_zoo.extract_plan`.  The list is sorted, so every process agrees on it;
+  ``shard=(i, n)`` keeps every n-th video from the i-th.  Under ``torchrun`` the shard
+  defaults to (RANK, WORLD_SIZE).
+* Every argument, the shard, the layer, the output names and the output folder's
+  writability are checked before any video is read.
+* Each file records what made it (:mod:`video3d_zoo.provenance`).  A rerun skips a file only
+  when that record equals what this run would write (same source file, model and weights,
+  layer, clips and preprocessing); others are recomputed and counted as stale.
+  ``overwrite=True`` redoes everything.
+* Each output is written to a temporary file and renamed into place; temporaries left by an
+  interrupted run are removed by the next one.
+* A video that cannot be decoded, or whose features hold NaN/inf, is reported with its path
+  and reason, no file is written for it, and the job goes on; :attr:`ExtractionSummary.ok`
+  is then false.  Partial decodes and still images are marked in the file
+  (``decode_report``) and counted; with ``strict=True`` they are failures too.
 * Clips of several videos share a batch; with ``workers > 0`` decoding runs in DataLoader
   worker processes, overlapped with inference.
 """
@@ -17,121 +27,89 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
 from .config import InputSpec
-from .errors import Video3DZooError
-from .features import check_layer, clip_outputs, model_id
-
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp")
-LIST_EXTENSIONS = (".txt", ".lst", ".list", ".csv")
-
-
-@dataclass(frozen=True)
-class VideoJob:
-    source: Path
-    output: Path
+from .errors import ConfigError, NonFiniteError, Video3DZooError
+from .extract_plan import (LIST_EXTENSIONS, VIDEO_EXTENSIONS, VideoJob, check_writable,  # noqa: F401
+                           collect_videos, parse_shard, plan_jobs, remove_stale_temporaries, shard_from_env)
+from .features import check_finite, check_layer, clip_outputs, eval_mode, model_id, positive_int
+from .provenance import compare_record, run_record, source_identity, stored_report, video_record
 
 
 @dataclass
 class ExtractionSummary:
+    """What a run did.  ``processed`` were written (``recomputed`` maps the stale ones to why)."""
+
     processed: List[Path] = field(default_factory=list)
+    recomputed: Dict[Path, str] = field(default_factory=dict)
     skipped: List[Path] = field(default_factory=list)
     failed: Dict[Path, str] = field(default_factory=dict)
+    partial: List[Path] = field(default_factory=list)
+    still_images: List[Path] = field(default_factory=list)
+    cleaned: List[Path] = field(default_factory=list)
+    outputs: Dict[Path, Path] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return not self.failed
 
+    @property
+    def new(self) -> List[Path]:
+        return [p for p in self.processed if p not in self.recomputed]
+
     def describe(self) -> str:
-        lines = [f"{len(self.processed)} extracted, {len(self.skipped)} already done (skipped), "
-                 f"{len(self.failed)} failed"]
+        lines = [f"{len(self.processed)} extracted ({len(self.new)} new, {len(self.recomputed)} recomputed), "
+                 f"{len(self.skipped)} up to date (skipped), {len(self.failed)} failed",
+                 f"{len(self.partial)} partial decode(s), {len(self.still_images)} still image(s)"]
+        reasons = sorted(set(self.recomputed.values()))
+        if reasons:
+            lines.append("recomputed because: " + "; ".join(reasons[:5]) + (" ..." if len(reasons) > 5 else ""))
+        if self.cleaned:
+            lines.append(f"removed {len(self.cleaned)} leftover temporary file(s) of an interrupted run")
         lines += [f"  FAILED {path}: {reason}" for path, reason in self.failed.items()]
         return "\n".join(lines)
 
 
-def collect_videos(inputs: Sequence[os.PathLike]) -> List[Tuple[Path, Path]]:
-    """``(video, name relative to its input root)`` for every input, sorted and de-duplicated."""
-    found: Dict[Path, Path] = {}
-    for item in map(Path, inputs):
-        if item.is_dir():
-            for path in sorted(p for p in item.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()):
-                found.setdefault(path.resolve(), path.relative_to(item))
-        elif item.suffix.lower() in LIST_EXTENSIONS and item.is_file():
-            for line in item.read_text().splitlines():
-                line = line.strip()
-                if line and not line.startswith("#"):
-                    path = Path(line) if Path(line).is_absolute() else item.parent / line
-                    found.setdefault(path.resolve(), Path(Path(line).name))
-        else:  # a video file (or a missing one: reported when it is processed)
-            found.setdefault(item.resolve(), Path(item.name))
-    return sorted(found.items())
-
-
-def plan_jobs(inputs: Sequence[os.PathLike], out_dir: os.PathLike,
-              shard: Optional[Tuple[int, int]] = None) -> List[VideoJob]:
-    """Jobs of this shard; output names mirror the input layout, made unique where they clash."""
-    out_dir = Path(out_dir)
-    videos = collect_videos(inputs)
-    taken: Dict[Path, int] = {}
-    jobs = []
-    for source, rel in videos:
-        target = out_dir / rel.with_suffix(".npz")
-        if target in taken:  # same relative name from two inputs: keep the extension and a counter
-            taken[target] += 1
-            target = out_dir / rel.with_name(f"{rel.name}.{taken[target]}.npz")
-        taken.setdefault(target, 0)
-        jobs.append(VideoJob(source, target))
-    index, count = shard or shard_from_env()
-    return jobs[index::count]
-
-
-def parse_shard(text: str) -> Tuple[int, int]:
-    try:
-        index, count = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
-    if count < 1 or not 0 <= index < count:
-        raise ValueError(f"--shard {text}: need 0 <= i < n")
-    return index, count
-
-
-def shard_from_env() -> Tuple[int, int]:
-    """(RANK, WORLD_SIZE) under torchrun, else (0, 1)."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+@dataclass
+class _Task:
+    job: VideoJob
+    meta: Dict[str, object]
+    stale: Optional[str] = None  # why an existing output is recomputed
 
 
 # -- decoding (optionally in DataLoader workers) ----------------------------------------------------
 class _ClipStream(torch.utils.data.IterableDataset):
-    """Yields ("clip", job index, tensor, start, end), then ("done", job index) or ("error", index, reason)."""
+    """Yields ("clip", index, tensor, start, end), then ("done", index, report) or ("error", index, reason)."""
 
-    def __init__(self, jobs: List[VideoJob], spec: InputSpec, clip_len, stride, last, fps) -> None:
+    def __init__(self, sources: List[Path], spec: InputSpec, protocol) -> None:
         super().__init__()
-        self.jobs, self.spec = jobs, spec
-        self.clip_args = dict(clip_len=clip_len, stride=stride, last=last, fps=fps)
+        self.sources, self.spec, self.protocol = sources, spec, protocol
 
     def __iter__(self):
         from .io import iter_video_clips
 
         info = torch.utils.data.get_worker_info()
-        mine = range(len(self.jobs)) if info is None else range(info.id, len(self.jobs), info.num_workers)
+        mine = range(len(self.sources)) if info is None else range(info.id, len(self.sources), info.num_workers)
         for index in mine:
             try:
-                for clip in iter_video_clips(self.jobs[index].source, self.spec, **self.clip_args):
+                stream = iter_video_clips(self.sources[index], self.spec, protocol=self.protocol)
+                for clip in stream:
                     yield ("clip", index, clip.tensor, clip.start_s, clip.end_s)
             except (Video3DZooError, OSError, RuntimeError, ValueError) as exc:
                 yield ("error", index, str(exc))
                 continue
-            yield ("done", index)
+            yield ("done", index, stream.report.to_dict())
 
 
-def _stream(jobs, spec, clip_args, workers: int) -> Iterator[tuple]:
-    dataset = _ClipStream(jobs, spec, **clip_args)
+def _stream(sources, spec, protocol, workers: int) -> Iterator[tuple]:
+    dataset = _ClipStream(sources, spec, protocol)
     if workers <= 0:
         return iter(dataset)
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers, prefetch_factor=4)
@@ -140,7 +118,7 @@ def _stream(jobs, spec, clip_args, workers: int) -> Iterator[tuple]:
 
 # -- writing ---------------------------------------------------------------------------------------
 def write_npz(path: Path, features: np.ndarray, timestamps: np.ndarray, meta: dict) -> None:
-    """Atomically write one video's result (``features``, ``timestamps`` and metadata strings)."""
+    """Atomically write one video's result (``features``, ``timestamps`` and metadata arrays)."""
     from .weights import atomic_path
 
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
@@ -148,84 +126,168 @@ def write_npz(path: Path, features: np.ndarray, timestamps: np.ndarray, meta: di
                  **{k: np.asarray(v) for k, v in meta.items()})
 
 
-class _Collector:
-    """Gathers the clip outputs of each video until its "done" marker, then writes it."""
+def _decode_notes(report: dict) -> List[str]:
+    notes = [f"partial decode: {report['partial']}"] if report.get("partial") else []
+    return notes + (["still image: a single picture, not a video"] if report.get("still_image") else [])
 
-    def __init__(self, jobs: List[VideoJob], meta: dict, summary: ExtractionSummary, progress) -> None:
-        self.jobs, self.meta, self.summary, self.progress = jobs, meta, summary, progress
+
+def _kept_note(job: VideoJob) -> str:
+    if job.output.exists():
+        return f" (the existing {job.output} was left as it is; it does not come from this run)"
+    return ""
+
+
+class _Collector:
+    """Gathers the clip outputs of each video until its "done" marker, then checks and writes it."""
+
+    def __init__(self, tasks: List[_Task], summary: ExtractionSummary, progress, strict: bool) -> None:
+        self.tasks, self.summary, self.progress, self.strict = tasks, summary, progress, strict
         self.parts: Dict[int, list] = {}
-        self.finished: set = set()
 
     def add(self, index: int, vectors: torch.Tensor, spans: List[Tuple[float, float]]) -> None:
         self.parts.setdefault(index, []).append((vectors.numpy(), spans))
 
-    def done(self, index: int) -> None:
+    def done(self, index: int, report: dict) -> None:
         parts = self.parts.pop(index, [])
-        job = self.jobs[index]
+        task = self.tasks[index]
         features = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 0), np.float32)
         spans = np.asarray([s for p in parts for s in p[1]], dtype=np.float64).reshape(-1, 2)
-        write_npz(job.output, features, spans, {**self.meta, "video": str(job.source)})
-        self.summary.processed.append(job.source)
+        notes = _decode_notes(report)
+        try:
+            check_finite(features, "features")
+        except NonFiniteError as exc:
+            return self.error(index, str(exc))
+        if notes and self.strict:
+            return self.error(index, "; ".join(notes) + " (refused by strict)")
+        write_npz(task.job.output, features, spans, {**task.meta, "decode_report": json.dumps(report)})
+        _count(self.summary, task.job, report)
+        self.summary.processed.append(task.job.source)
+        if task.stale is not None:
+            self.summary.recomputed[task.job.source] = task.stale
         self.progress.update(1)
 
     def error(self, index: int, reason: str) -> None:
         self.parts.pop(index, None)
-        self.summary.failed[self.jobs[index].source] = reason
-        self.progress.write(f"skipping {self.jobs[index].source}: {reason}", file=sys.stderr)
+        job = self.tasks[index].job
+        self.summary.failed[job.source] = reason + _kept_note(job)
+        self.progress.write(f"failed {job.source}: {reason}", file=sys.stderr)
         self.progress.update(1)
+
+
+def _count(summary: ExtractionSummary, job: VideoJob, report: dict) -> None:
+    summary.outputs[job.source] = job.output
+    if report.get("partial"):
+        summary.partial.append(job.source)
+    if report.get("still_image"):
+        summary.still_images.append(job.source)
+
+
+class _Batcher:
+    """Clips of several videos in one batch; a video is finished after the batch with its last clip."""
+
+    def __init__(self, model, layer: str, batch_size: int, collector: _Collector) -> None:
+        from .features import _model_device
+
+        self.model, self.layer, self.batch_size, self.collector = model, layer, batch_size, collector
+        self.device = _model_device(model)
+        self.pending: list = []
+        self.waiting: List[Tuple[int, dict]] = []  # decoded videos whose last clips are still pending
+
+    def clip(self, item: tuple) -> None:
+        self.pending.append(item)
+        if len(self.pending) == self.batch_size:
+            self.flush()
+
+    def done(self, index: int, report: dict) -> None:
+        self.waiting.append((index, report))
+        if not any(p[1] == index for p in self.pending):
+            self.collector.done(*self.waiting.pop())
+
+    def error(self, index: int, reason: str) -> None:
+        self.pending[:] = [p for p in self.pending if p[1] != index]
+        self.collector.error(index, reason)
+
+    def flush(self) -> None:
+        if self.pending:
+            batch = torch.stack([p[2] for p in self.pending]).to(self.device)
+            vectors = clip_outputs(self.model, batch, self.layer).cpu()
+            for (_, index, _, start, end), row in zip(self.pending, vectors):
+                self.collector.add(index, row[None], [(start, end)])
+            self.pending.clear()
+        while self.waiting:
+            self.collector.done(*self.waiting.pop(0))
+
+
+def _triage(jobs: List[VideoJob], run: dict, summary: ExtractionSummary, overwrite: bool,
+            strict: bool) -> List[_Task]:
+    """Skip outputs made exactly as this run would make them; the rest become tasks."""
+    tasks = []
+    for job in jobs:
+        try:
+            meta = video_record(run, source_identity(job.source))
+        except OSError as exc:
+            summary.failed[job.source] = f"{job.source}: cannot be read ({exc.strerror or exc})" + _kept_note(job)
+            continue
+        if not job.output.exists():
+            tasks.append(_Task(job, meta))
+            continue
+        stale, stored = (("--overwrite", {}) if overwrite else compare_record(job.output, meta))
+        if stale is not None:
+            tasks.append(_Task(job, meta, stale))
+            continue
+        report = stored_report(stored)
+        if strict and _decode_notes(report):
+            summary.failed[job.source] = "; ".join(_decode_notes(report)) + " (refused by strict)" + _kept_note(job)
+            continue
+        summary.skipped.append(job.source)
+        _count(summary, job, report)
+    return tasks
+
+
+def _check_numbers(batch_size, workers) -> Tuple[int, int]:
+    batch_size = positive_int("batch_size", batch_size)
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 0:
+        raise ConfigError(f"workers must be an integer >= 0, got {workers!r}")
+    return batch_size, int(workers)
 
 
 def run_extraction(model, inputs: Sequence[os.PathLike], out_dir: os.PathLike, *, layer: str = "pooled",
                    clip_len: Optional[int] = None, stride: Optional[int] = None, last: str = "pad",
                    fps: Optional[float] = None, batch_size: int = 8, workers: int = 0,
-                   shard: Optional[Tuple[int, int]] = None, overwrite: bool = False,
-                   spec: Optional[InputSpec] = None, progress: bool = True) -> ExtractionSummary:
-    """Extract features of every input video into ``out_dir`` (see the module docstring)."""
+                   shard: Union[Tuple[int, int], str, None] = None, overwrite: bool = False,
+                   spec: Optional[InputSpec] = None, progress: bool = True, strict: bool = False) -> ExtractionSummary:
+    """Extract features of every input video into ``out_dir`` (see the module docstring).
+
+    Bad arguments, a bad ``shard`` (``(i, n)`` or ``"i/n"``), an unknown ``layer``, clashing
+    output names or an unwritable ``out_dir`` raise :class:`~video3d_zoo.errors.ConfigError`
+    before any video is read.
+    """
     from tqdm.auto import tqdm
 
-    from .features import _model_device, model_input_spec
+    from .features import model_input_spec
+    from .io import ClipPreprocessor, ClipProtocol
 
+    started_ns = time.time_ns()
+    batch_size, workers = _check_numbers(batch_size, workers)
+    protocol = ClipProtocol(clip_len=clip_len, stride=stride, last=last, fps=fps)
     check_layer(model, layer)
-    spec = model_input_spec(model, spec)
-    summary = ExtractionSummary()
-    todo = []
-    for job in plan_jobs(inputs, out_dir, shard):
-        if job.output.exists() and not overwrite:
-            summary.skipped.append(job.source)
-        else:
-            todo.append(job)
-    meta = {"model": model_id(model), "layer": layer, "input_spec": json.dumps(spec.to_dict()),
-            "clip_len": clip_len or spec.frames, "stride": stride or clip_len or spec.frames}
-    bar = tqdm(total=len(todo), unit="video", disable=not progress, desc="extract")
-    collector = _Collector(todo, meta, summary, bar)
-    device = _model_device(model)
-    pending: list = []
-    waiting: List[int] = []  # videos fully decoded whose last clips are still in ``pending``
-
-    def flush() -> None:
-        if pending:
-            batch = torch.stack([p[2] for p in pending]).to(device)
-            vectors = clip_outputs(model, batch, layer).cpu()
-            for (_, index, _, start, end), row in zip(pending, vectors):
-                collector.add(index, row[None], [(start, end)])
-            pending.clear()
-        while waiting:
-            collector.done(waiting.pop(0))
-
-    clip_args = dict(clip_len=clip_len, stride=stride, last=last, fps=fps)
-    for item in _stream(todo, spec, clip_args, workers):
-        kind, index = item[0], item[1]
-        if kind == "clip":
-            pending.append(item)
-            if len(pending) == batch_size:
-                flush()
-        elif kind == "done":
-            waiting.append(index)  # written after the batch holding its last clip
-            if not any(p[1] == index for p in pending):
-                collector.done(waiting.pop())
-        else:
-            pending[:] = [p for p in pending if p[1] != index]
-            collector.error(index, item[2])
-    flush()
+    prep = ClipPreprocessor(model_input_spec(model, spec))
+    jobs = plan_jobs(inputs, out_dir, shard)
+    check_writable(out_dir)
+    summary = ExtractionSummary(cleaned=remove_stale_temporaries(jobs, started_ns))
+    applied = {**prep.spec.to_dict(), "crop_size": prep.crop, "resize": prep.resize}
+    run = run_record(model, model_id(model), layer, protocol, applied, prep.spec)
+    tasks = _triage(jobs, run, summary, overwrite, strict)
+    bar = tqdm(total=len(tasks), unit="video", disable=not progress, desc="extract")
+    batcher = _Batcher(model, layer, batch_size, _Collector(tasks, summary, bar, strict))
+    with eval_mode(model):
+        for item in _stream([t.job.source for t in tasks], prep.spec, protocol, workers):
+            if item[0] == "clip":
+                batcher.clip(item)
+            elif item[0] == "done":
+                batcher.done(item[1], item[2])
+            else:
+                batcher.error(item[1], item[2])
+        batcher.flush()
     bar.close()
     return summary
