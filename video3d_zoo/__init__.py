@@ -13,11 +13,11 @@ from . import models as _models  # noqa: F401  (registers every architecture)
 from .api import create_model, public_factories
 from .config import INPUT_PRESETS, InputSpec, ModelConfig
 from .errors import Video3DZooError
+from .version import __version__
 from .manifest import list_pretrained
 from .registry import get_model_spec, list_models
 from .weights import from_pretrained, save_pretrained
 
-__version__ = "0.1.0"
 
 _FACTORIES = public_factories()
 globals().update(_FACTORIES)

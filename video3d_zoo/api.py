@@ -32,7 +32,9 @@ def create_model(name: str, pretrained: PretrainedArg = None, num_classes: Optio
     """Build a registered model, optionally with pretrained weights.
 
     Args:
-        name: a registered name or alias (``list_models()``), optionally ``name.tag``.
+        name: a registered name or alias (``list_models()``), optionally ``name.tag``; or
+            ``hf-hub:ORG/REPO[@REVISION]`` for a zoo folder on the Hugging Face Hub.
+            (:func:`video3d_zoo.resolve.load_model` reads every kind of reference, paths too.)
         pretrained: ``None``/``False`` for random weights; ``True`` for the default weights of
             the model (or of ``tag``); a tag (``"k400_64f"``) or alias (``"kinetics"``) from
             the weights manifest; or a path to a local checkpoint file or folder.
@@ -44,6 +46,12 @@ def create_model(name: str, pretrained: PretrainedArg = None, num_classes: Optio
 
     The returned model carries ``model.config`` (a :class:`~video3d_zoo.config.ModelConfig`).
     """
+    if isinstance(name, str) and name.startswith("hf-hub:"):
+        if pretrained not in (None, True):
+            raise ConfigError(f"{name!r} names its weights; pretrained={pretrained!r} cannot select others")
+        from .resolve import load_model
+
+        return load_model(name, num_classes=num_classes, in_chans=None if in_chans == 3 else in_chans, **kwargs)
     canonical, tag = split_name(name)
     if tag is not None and pretrained in (None, False):
         pretrained = None

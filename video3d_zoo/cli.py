@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from typing import Callable, Dict, List, Optional
 
@@ -75,7 +76,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from .export import export_onnx
 
-    report = export_onnx(_load_model_arg(args.model), args.output, frames=args.frames, size=args.size,
+    from .resolve import load_model
+
+    report = export_onnx(load_model(args.model, pretrained=not args.random_weights), args.output, frames=args.frames, size=args.size,
                          opset=args.opset, check=not args.no_check)
     checked = f", max |onnxruntime - torch| = {report.max_abs_diff:.2e}" if report.max_abs_diff is not None else ""
     print(f"wrote {report.path} (dynamic axes: batch, time){checked}")
@@ -83,24 +86,59 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _model_from_args(args: argparse.Namespace):
-    """``--model NAME[.TAG]`` (pretrained) or ``--weights PATH``, optionally on the fast path."""
-    from .api import create_model
-    from .weights import from_pretrained
+    """``--model REF`` (any reference :func:`~video3d_zoo.resolve.load_model` reads) or ``--weights PATH``,
+    on the requested device, optionally on the fast path."""
+    from .devices import resolve_device
+    from .resolve import load_model, parse_model_ref
 
     if bool(args.model) == bool(args.weights):
-        raise ConfigError("give exactly one of --model NAME[.TAG] or --weights PATH")
-    model = from_pretrained(args.weights) if args.weights else create_model(args.model, pretrained=True)
-    model = model.to(args.device).eval()
+        raise ConfigError("give exactly one of --model NAME[.TAG] | PATH | hf-hub:ORG/REPO, or --weights PATH")
+    device = resolve_device(args.device)  # checked before anything is loaded
+    if args.weights and parse_model_ref(args.weights).kind == "name":
+        raise ConfigError(f"--weights {args.weights!r} names a registered model; --weights takes a checkpoint "
+                          "path (use --model for names)")
+    model = load_model(args.model or args.weights).to(device).eval()
     if args.precision != "fp32" or args.fast or args.compile:
         from .inference import optimize_for_inference
 
-        model = optimize_for_inference(model, precision=args.precision, device=args.device, compile=args.compile)
+        model = optimize_for_inference(model, precision=args.precision, device=device, compile=args.compile)
     return model
 
 
+# -- option types: every number is checked by the parser, before any work starts (exit 2) --------------
+def int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+positive_int = int_at_least(1)
+MODEL_REF_HELP = ("model: NAME or NAME.TAG (pretrained weights, see list-pretrained), a checkpoint file or "
+                  "folder, or hf-hub:ORG/REPO[@REVISION]")
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="registered NAME[.TAG] with pretrained weights (see list-pretrained)")
-    p.add_argument("--weights", help="checkpoint file or folder (zoo, 2017/2020 original, torchvision)")
+    p.add_argument("--model", help=MODEL_REF_HELP)
+    p.add_argument("--weights", help="checkpoint file or folder (zoo, 2017/2020 original, torchvision); "
+                   "same as --model PATH")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
                    help="reduced precision where the device supports it (outputs stay float32)")
@@ -110,12 +148,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_clip_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--clip-len", type=int, default=None, help="frames per clip (default: the weights' frames)")
-    p.add_argument("--stride", type=int, default=None, help="frames between clip starts (default: clip length)")
+    p.add_argument("--clip-len", type=positive_int, default=None, help="frames per clip (default: the weights' frames)")
+    p.add_argument("--stride", type=positive_int, default=None, help="frames between clip starts (default: clip length)")
     p.add_argument("--last", choices=["pad", "drop", "shift"], default="pad",
                    help="trailing partial clip: loop-pad it, drop it, or end-align a full clip")
-    p.add_argument("--fps", type=float, default=None, help="resample the video to this frame rate first")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--fps", type=positive_float, default=None, help="resample the video to this frame rate first")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="clips per forward pass (default: 8)")
 
 
 @command("extract")
@@ -146,18 +184,6 @@ def _cmd_classify(args: argparse.Namespace) -> int:
         for label, score in prediction.top:
             print(f"  {score:7.2%}  {label}")
     return 0
-
-
-def _load_model_arg(ref: str):
-    """NAME[.TAG] of a registered model (pretrained weights if a tag is given) or a checkpoint path."""
-    from pathlib import Path
-
-    from .api import create_model
-    from .weights import from_pretrained
-
-    if Path(ref).exists():
-        return from_pretrained(ref)
-    return create_model(ref, pretrained=True if "." in ref else None)
 
 
 @command("demo")
@@ -222,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="classify and extract features of fresh synthetic videos with the "
                        "embedded model (offline)")
     p.add_argument("-o", "--output", default=None, help="folder for the videos and features (default: a temp dir)")
-    p.add_argument("--seed", type=int, default=2026, help="seed of the generated videos")
+    p.add_argument("--seed", type=int_at_least(0), default=2026, help="seed of the generated videos")
     p.add_argument("--device", default="cpu")
 
     for name, text in (("train", "train a model from a config: train CONFIG [--set key=value ...] [--resume]"),
@@ -236,8 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="parameters and GMACs of a model (fvcore)")
     p.add_argument("name")
-    p.add_argument("--frames", type=int, default=16)
-    p.add_argument("--size", type=int, default=112)
+    p.add_argument("--frames", type=positive_int, default=16, help="clip length T (default: 16)")
+    p.add_argument("--size", type=positive_int, default=112, help="clip height and width (default: 112)")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("convert", help="original / torchvision checkpoint -> model.safetensors + config.json")
@@ -246,10 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="inference speed of each fast-path variant against eager fp32")
     p.add_argument("models", nargs="+")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--frames", type=int, default=16)
-    p.add_argument("--size", type=int, default=112)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--frames", type=positive_int, default=16)
+    p.add_argument("--size", type=positive_int, default=112)
+    p.add_argument("--repeats", type=positive_int, default=3)
     p.add_argument("--variants", nargs="+", default=None,
                    help="subset of eager_fp32 fast_fp32 fast_bf16 compiled_fp32 compiled_bf16")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
@@ -267,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     _add_clip_args(p)
     p.add_argument("--layer", default="pooled", help="pooled (default), logits, or a stage name such as layer3")
-    p.add_argument("--workers", type=int, default=0, help="decoding processes overlapped with inference")
+    p.add_argument("--workers", type=int_at_least(0), default=0, help="decoding processes overlapped with inference")
     p.add_argument("--shard", default=None, help="i/n: this process takes every n-th video from the i-th "
                    "(default under torchrun: RANK/WORLD_SIZE)")
     p.add_argument("--overwrite", action="store_true", help="redo videos whose .npz already exists")
@@ -277,27 +303,65 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("video")
     _add_model_args(p)
     _add_clip_args(p)
-    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--topk", type=positive_int, default=5)
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("export", help="export a model to ONNX (dynamic batch and time axes)")
-    p.add_argument("model", help="NAME[.TAG] or a checkpoint path")
+    p.add_argument("model", help=MODEL_REF_HELP)
+    p.add_argument("--random-weights", action="store_true",
+                   help="export the architecture NAME with random weights instead of its pretrained weights")
     p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--frames", type=int, default=None)
-    p.add_argument("--size", type=int, default=None)
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--frames", type=positive_int, default=None)
+    p.add_argument("--size", type=positive_int, default=None)
+    p.add_argument("--opset", type=int_at_least(11), default=17)
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run one command.  The error boundary: a user error (bad input, file or environment) prints
+    one ``video3d-zoo CMD: error: ...`` line (plus indented hints) and returns 2; an unexpected
+    exception keeps its traceback, says it is a bug, and returns 1."""
     args = build_parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
     except Video3DZooError as exc:
-        print(f"video3d-zoo {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return _user_error(args.command, str(exc))
+    except OSError as exc:
+        if exc.filename is None and not isinstance(exc, (PermissionError, FileNotFoundError)):
+            return _internal_error(args.command)
+        return _user_error(args.command, _describe_os_error(exc))
+    except KeyboardInterrupt:
+        print(f"video3d-zoo {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception:
+        return _internal_error(args.command)
+
+
+def _user_error(command: str, message: str) -> int:
+    first, *rest = message.strip().splitlines() or ["(no message)"]
+    print(f"video3d-zoo {command}: error: {first}", file=sys.stderr)
+    for line in rest:
+        print(f"  {line}", file=sys.stderr)
+    return 2
+
+
+def _describe_os_error(exc: OSError) -> str:
+    where = f"{exc.filename}: " if exc.filename else ""
+    reason = exc.strerror or str(exc)
+    return f"{where}{reason}"
+
+
+def _internal_error(command: str) -> int:
+    import traceback
+
+    from .version import __version__
+
+    traceback.print_exc()
+    print(f"video3d-zoo {command}: internal error - this is a bug in video3d_zoo {__version__}, not a problem "
+          "with your input; please report it with the traceback above", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

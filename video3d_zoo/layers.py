@@ -133,6 +133,10 @@ class VideoClassifier(nn.Module):
             raise InputShapeError(
                 f"expected {self.in_chans} input channels ({expected}), got {x.shape[1]} in "
                 f"shape {tuple(x.shape)}; for T x H x W x C or T x C x H x W data permute it first")
+        if not x.is_floating_point():
+            hint = (" (uint8 frames: preprocess them first, e.g. video3d_zoo.io.ClipPreprocessor(model.config.input_spec),"
+                    " which scales, normalises and puts channels first)") if x.dtype == torch.uint8 else ""
+            raise InputShapeError(f"expected a floating-point clip tensor, got dtype {x.dtype}{hint}")
         t, h, w = x.shape[2], x.shape[3], x.shape[4]
         mt, mh, mw = self.min_input_size
         if t < mt or h < mh or w < mw:

@@ -207,8 +207,17 @@ def from_pretrained(source: Union[PathLike, Mapping[str, Any]], num_classes: Opt
     """A ready model (eval mode) from a zoo checkpoint, an original 3D-ResNets-PyTorch checkpoint
     (2017 or 2020 release) or a torchvision video ResNet state dict - no architecture needed.
 
-    ``source`` is a path (file or folder) or an already loaded checkpoint object.
+    ``source`` is a path (file or folder), an already loaded checkpoint object, or an
+    ``hf-hub:ORG/REPO[@REVISION]`` reference to a Hub repository holding a zoo folder.
     """
+    if isinstance(source, str) and source.startswith("hf-hub:"):
+        from .resolve import fetch_hub_folder, parse_model_ref
+
+        ref = parse_model_ref(source)
+        model = load_converted(convert_source(fetch_hub_folder(ref.repo_id, ref.revision)),
+                               num_classes=num_classes, in_chans=in_chans)
+        model.config = model.config.replace(source=ref.describe())
+        return model
     return load_converted(convert_source(source), num_classes=num_classes, in_chans=in_chans)
 
 

@@ -14,10 +14,10 @@ printing (``--json``) and writing (``--out``) its report.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from typing import Optional, Sequence
 
+from ..cli import MODEL_REF_HELP, int_at_least, positive_float, positive_int
 from ..io.protocol import ClipProtocol
 from .eval_splits import EVAL_FORMATS
 
@@ -29,38 +29,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def positive_int(text: str) -> int:
-    return _int(text, 1)
-
-
-def non_negative_int(text: str) -> int:
-    return _int(text, 0)
-
-
-def _int(text: str, low: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
-    if value < low:
-        raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="video3d-zoo eval", description="clip and video accuracy on a data set's split")
     who = p.add_mutually_exclusive_group(required=True)
-    who.add_argument("--model", help="registered NAME[.TAG] (its pretrained weights)")
+    who.add_argument("--model", help=MODEL_REF_HELP)
     who.add_argument("--weights", help="zoo checkpoint folder or file")
     p.add_argument("data", help="data set root (video folders), or the list file (--format list)")
     g = p.add_argument_group("data set and split")
@@ -70,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--fold", type=int, choices=(1, 2, 3), help="UCF-101 / HMDB-51 split number (default 1)")
     g.add_argument("--split", help="train | val | test (default test); folder: a list name or 'all'")
     g = p.add_argument_group("clips (default: every non-overlapping centre clip)")
-    g.add_argument("--clips", type=non_negative_int, default=0, help="N evenly spaced clips per video (0 = every window)")
+    g.add_argument("--clips", type=int_at_least(0), default=0, help="N evenly spaced clips per video (0 = every window)")
     g.add_argument("--crops", type=int, choices=(1, 3), default=1, help="spatial crops per clip")
     g.add_argument("--clip-len", type=positive_int, help="frames per clip (default: the weights' frames)")
     g.add_argument("--stride", type=positive_int, help="frames between window starts (default: clip length)")
@@ -78,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--fps", type=positive_float, help="resample videos to this frame rate first")
     g = p.add_argument_group("running")
     g.add_argument("--batch-size", type=positive_int, default=32, help="clips per forward pass")
-    g.add_argument("--workers", type=non_negative_int, default=0)
-    g.add_argument("--threads", type=non_negative_int, default=0)
+    g.add_argument("--workers", type=int_at_least(0), default=0)
+    g.add_argument("--threads", type=int_at_least(0), default=0)
     g.add_argument("--device", default="auto")
     g.add_argument("--amp", default="none", choices=("none", "bf16", "fp16", "auto"), help="autocast")
     g.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
@@ -107,6 +79,15 @@ def make_protocol(clips: int = 0, crops: int = 1, clip_len: Optional[int] = None
                         spatial_crops=crops)
 
 
+def _check_weights_arg(weights: Optional[str]) -> None:
+    from ..errors import ConfigError
+    from ..resolve import parse_model_ref
+
+    if weights and parse_model_ref(weights).kind == "name":
+        raise ConfigError(f"--weights {weights!r} names a registered model; --weights takes a checkpoint path "
+                          "(use --model for names)")
+
+
 def _summary(report: dict) -> str:
     counts, data = report["videos"], report["data"]
     lines = [f"{data.get('format')} {data.get('split')} ({', '.join(data.get('split_files') or [])}): "
@@ -129,6 +110,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
+        _check_weights_arg(args.weights)
         protocol = make_protocol(args.clips, args.crops, args.clip_len, args.stride, args.last, args.fps)
         report = evaluate(args.model or args.weights, args.data, format=args.format, annotations=args.annotations,
                           fold=args.fold, split=args.split, protocol=protocol, batch_size=args.batch_size,

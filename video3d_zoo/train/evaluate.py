@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..devices import resolve_device
 from ..io.protocol import ClipProtocol
 from .data import ClipSampling, DataError, DataIssues, EvalVideos, VideoList, collate_eval, worker_init
 from .distributed import DistInfo, all_gather_objects
@@ -257,22 +258,14 @@ def _progress_bar(show: bool, total: int, desc: str):
 
 
 # -- the model --------------------------------------------------------------------------------------
-def _load_model(model: Union[str, Path]) -> nn.Module:
-    from ..weights import _is_local_path, from_pretrained
-
-    if _is_local_path(model):
-        return from_pretrained(model)
-    from ..api import create_model
-
-    # NAME.TAG: the tag's weights; NAME: the default weights (never a random model).
-    return create_model(str(model), pretrained=True)
-
-
 def resolve_model(model: Union[nn.Module, str, Path]) -> nn.Module:
-    """The one place evaluation turns its model argument into a model (pretrained weights)."""
+    """The one place evaluation turns its model argument into a model: NAME, NAME.TAG (that tag's
+    weights, never a random model), alias, checkpoint path or hf-hub: reference."""
     if isinstance(model, nn.Module):
         return model
-    return _load_model(model)
+    from ..resolve import load_model
+
+    return load_model(model)
 
 
 def _prepare_model(net: nn.Module, device: torch.device, precision: str, fast: bool, compile: bool) -> nn.Module:
@@ -327,20 +320,6 @@ def _videos_from(data: Any, request: SplitRequest, issues: DataIssues):
     return read_eval_split(data, request, issues)
 
 
-def _eval_device(requested: str) -> torch.device:
-    from ..errors import ConfigError
-
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(requested)
-    except RuntimeError as exc:
-        raise ConfigError(f"--device {requested!r}: {exc}") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {requested}: torch sees no CUDA device")
-    return device
-
-
 # -- public entry point -----------------------------------------------------------------------------
 def evaluate(model: Union[nn.Module, str, Path], data: Any, *, split: Optional[str] = None,
              format: str = "folder", annotations: Union[str, Path, None] = None, fold: Optional[int] = None,
@@ -381,7 +360,7 @@ def evaluate(model: Union[nn.Module, str, Path], data: Any, *, split: Optional[s
         torch.set_num_threads(int(threads))
     issues = DataIssues(on_error)
     videos, data_info = _videos_from(data, SplitRequest(format, _str(annotations), fold, split), issues)
-    dev = _eval_device(device)
+    dev = resolve_device(device)
     loaded = resolve_model(model)
     if getattr(loaded, "config", None) is None:
         raise DataError("evaluate needs a model with .config (input spec and labels); build it with "
