@@ -114,7 +114,7 @@ def prediction_rows(result, videos, names: Sequence[str], topk: int) -> List[Lis
         order = np.argsort(-probs, kind="stable")[:k]
         row = [item.video_id, item.path, names[int(result.labels[i])], str(int(result.clip_counts[i]))]
         for j in order:
-            row += [names[int(j)], f"{float(probs[j]):.6f}"]
+            row += [names[int(j)], f"{float(probs[j]):.6g}"]
         rows.append(row + [""] * (2 * (topk - k)))
     return rows
 

@@ -71,7 +71,7 @@ def read_eval_split(data: PathLike, request: SplitRequest, issues: DataIssues,
     videos, split, labels_source = reader(data, request, issues, check)
     drop_duplicates(videos, issues)
     info = {"format": request.format, "root": str(data), "annotations": request.annotations,
-            "fold": request.fold, "split": split, "split_files": list(videos.files),
+            "fold": (request.fold or 1) if request.format in ("ucf101", "hmdb51") else None, "split": split, "split_files": list(videos.files),
             "labels_source": labels_source}
     return videos, info
 

@@ -341,7 +341,8 @@ def evaluate(model: Union[nn.Module, str, Path], data: Any, *, split: Optional[s
             spaced clips at ``fps``).
         amp: ``none`` / ``bf16`` / ``fp16`` / ``auto`` autocast of the eager model;
             ``precision`` / ``fast`` / ``compile``: :func:`video3d_zoo.inference.optimize_for_inference`.
-        out_dir: write ``metrics.json``, ``predictions.csv`` (top-``topk``) and ``confusion.png``.
+        out_dir: write ``metrics.json``, ``predictions.csv`` (top-``topk``, at most every class) and
+            ``confusion.png``.
         json: print the report (without the confusion matrix) as one JSON object on stdout.
         on_error: ``skip`` (report, count, go on) or ``fatal`` for bad rows and videos;
             ``strict``: partial decodes and still images are skipped as errors.
@@ -350,12 +351,7 @@ def evaluate(model: Union[nn.Module, str, Path], data: Any, *, split: Optional[s
     without labels must have as many classes as the data set (taken in the data set's order).
     Raises :class:`EvalFailed` (after printing and writing the report) when no video was scored.
     """
-    if protocol is None:
-        protocol = ClipProtocol(fps=fps, num_clips=val_clips)
-    elif val_clips or fps is not None:
-        raise DataError("give either protocol= or val_clips / fps, not both")
-    if amp != "none" and precision != "fp32":
-        raise DataError(f"--amp {amp} and --precision {precision} both choose the precision; give one")
+    protocol = _check_options(protocol, val_clips, fps, amp, precision)
     if threads:
         torch.set_num_threads(int(threads))
     issues = DataIssues(on_error)
@@ -366,17 +362,28 @@ def evaluate(model: Union[nn.Module, str, Path], data: Any, *, split: Optional[s
         raise DataError("evaluate needs a model with .config (input spec and labels); build it with "
                         "create_model / from_pretrained")
     label_map, names = _label_map(videos, loaded)
-    net = _prepare_model(loaded, dev, precision, fast, compile)
-    spec = loaded.config.input_spec
+    net, spec = _prepare_model(loaded, dev, precision, fast, compile), loaded.config.input_spec
     result = _predict(net, videos, spec, protocol, dev, amp, issues, label_map, batch_size=batch_size,
                       num_workers=num_workers, progress=progress and not json, strict=strict)
     from .eval_report import build_report, prediction_header, prediction_rows
 
+    topk = min(topk, len(names))  # no more predictions than classes
     report = build_report(result.metrics(names, with_confusion=True), videos=videos, issues=issues,
                           notes=result.notes, data_info=data_info, protocol=protocol, spec=spec,
                           model_info=_model_info(model, loaded, precision, amp, fast, compile, dev), topk=topk)
     predictions = {"header": prediction_header(topk), "rows": prediction_rows(result, videos, names, topk)}
     return _finish(report, predictions, out_dir, json, confusion_png)
+
+
+def _check_options(protocol: Optional[ClipProtocol], val_clips: int, fps: Optional[float], amp: str,
+                   precision: str) -> ClipProtocol:
+    if amp != "none" and precision != "fp32":
+        raise DataError(f"--amp {amp} and --precision {precision} both choose the precision; give one")
+    if protocol is None:
+        return ClipProtocol(fps=fps, num_clips=val_clips)
+    if val_clips or fps is not None:
+        raise DataError("give either protocol= or val_clips / fps, not both")
+    return protocol
 
 
 def _str(value: Union[str, Path, None]) -> Optional[str]:
