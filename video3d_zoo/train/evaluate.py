@@ -332,8 +332,9 @@ def evaluate(model: Union[nn.Module, str, Path], data: Any, *, split: Optional[s
     """Clip and video accuracy of ``model`` on a split of ``data``; returns the report (no confusion).
 
     Args:
-        model: a model (with ``model.config``: labels and input spec), a zoo checkpoint path
-            (file or folder), or a registered name ``NAME[.TAG]`` (pretrained weights).
+        model: a model (with ``model.config``: labels and input spec) or any reference
+            :func:`video3d_zoo.resolve.load_model` reads (``NAME``, ``NAME.TAG``, alias, path,
+            ``hf-hub:``), always with its pretrained weights.
         data: the data set root (or a list file) read as ``format`` with ``annotations``,
             ``fold`` and ``split`` (see :mod:`.eval_splits`), a
             :class:`~video3d_zoo.train.data.VideoList` or a training config's ``DataSection``.
