@@ -9,9 +9,10 @@
 from __future__ import annotations
 
 from .config import TrainConfig, TrainConfigError, load_config
-from .data import DataError, DataIssues, VideoItem, VideoList, read_folder, read_hmdb51, read_kinetics, read_ucf101
+from .data import (DataError, DataIssues, VideoItem, VideoList, read_folder, read_hmdb51, read_kinetics, read_list,
+                   read_ucf101)
 from .evaluate import evaluate
 from .loop import train
 
 __all__ = ["train", "evaluate", "load_config", "TrainConfig", "TrainConfigError", "DataError", "DataIssues",
-           "VideoItem", "VideoList", "read_kinetics", "read_ucf101", "read_hmdb51", "read_folder"]
+           "VideoItem", "VideoList", "read_kinetics", "read_ucf101", "read_hmdb51", "read_folder", "read_list"]

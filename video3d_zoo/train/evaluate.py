@@ -1,18 +1,25 @@
-"""Clip- and video-level evaluation (the paper's protocol), metrics JSON and a confusion-matrix PNG.
+"""Clip- and video-level evaluation (the paper's protocol), the eval report, per-video predictions.
 
-Every video is cut into non-overlapping ``T``-frame clips (the last one loop-padded) after a
-short-side resize and centre crop (or ``val_clips`` evenly spaced clips).  *Clip accuracy* scores
-each clip on its own; *video accuracy* averages the clips' softmax over the whole video, as the
-paper reports (its ``val.log`` numbers are clip accuracy).  Top-1 and top-5 of both, per-class
-top-1 (video level), mean class accuracy, the confusion matrix and the mean clip cross-entropy.
+By default every video is cut into non-overlapping ``T``-frame clips (the last one loop-padded)
+after a short-side resize and centre crop; other protocols (``N`` evenly spaced clips, a frame
+rate, three spatial crops, another clip length or stride) are a
+:class:`~video3d_zoo.io.ClipProtocol`, and every clip comes from the one clip path
+(:func:`video3d_zoo.io.video_clips`).  *Clip accuracy* scores each clip on its own; *video
+accuracy* averages the clips' softmax over the whole video, as the paper reports (its
+``val.log`` numbers are clip accuracy).  Top-1 and top-5 of both, per-class top-1 (video level),
+mean class accuracy, the confusion matrix and the mean clip cross-entropy.
+
+No silently wrong answers: a split that cannot be found is an error (:mod:`.eval_splits`); a
+video whose logits are not finite is skipped and reported, never averaged in; partial decodes
+and still images are counted and listed (``strict=True`` skips them); metrics of nothing are
+``null`` and :class:`EvalFailed` is raised.  The report's keys: :mod:`.eval_report`.
 """
 
 from __future__ import annotations
 
-import json as jsonlib
 import sys
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -21,9 +28,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import (ClipSampling, DataError, DataIssues, EvalVideos, VideoList, collate_eval, make_sampling,
-                   read_folder, worker_init)
+from ..devices import resolve_device
+from ..io.protocol import ClipProtocol
+from .data import ClipSampling, DataError, DataIssues, EvalVideos, VideoList, collate_eval, worker_init
 from .distributed import DistInfo, all_gather_objects
+from .eval_report import save_confusion_png, write_eval_outputs  # noqa: F401 (re-exported)
+from .eval_splits import SplitRequest, read_eval_split
+
+
+class EvalFailed(DataError):
+    """No video could be evaluated; ``report`` holds what was found out (metrics are ``null``)."""
+
+    def __init__(self, message: str, report: Optional[Dict[str, Any]] = None) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 @dataclass
@@ -38,6 +56,8 @@ class EvalResult:
     clip_top5: int
     loss_sum: float
     num_classes: int
+    clip_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (V,) clips per video
+    notes: Dict[int, dict] = field(default_factory=dict)  # video index -> decode report, incomplete decodes
 
     def metrics(self, class_names: Optional[Sequence[str]] = None, with_confusion: bool = False) -> Dict[str, Any]:
         return compute_metrics(self, class_names, with_confusion)
@@ -92,127 +112,155 @@ def amp_context(device: torch.device, dtype: Optional[torch.dtype]):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+@dataclass
+class _Tally:
+    """One process's share of the predictions."""
+
+    index: List[int] = field(default_factory=list)
+    label: List[int] = field(default_factory=list)
+    probs: List[np.ndarray] = field(default_factory=list)
+    clips: List[int] = field(default_factory=list)
+    clip_count: int = 0
+    clip_top1: int = 0
+    clip_top5: int = 0
+    loss_sum: float = 0.0
+    num_classes: int = 0
+    notes: Dict[int, dict] = field(default_factory=dict)
+
+    def add(self, video: int, label: int, logits: torch.Tensor) -> None:
+        target = torch.full((len(logits),), label, dtype=torch.long)
+        self.loss_sum += float(F.cross_entropy(logits, target, reduction="sum"))
+        self.clip_count += len(logits)
+        self.clip_top1 += int(_topk_hits(logits, target, 1).sum())
+        self.clip_top5 += int(_topk_hits(logits, target, 5).sum())
+        self.index.append(video)
+        self.label.append(label)
+        self.probs.append(logits.softmax(1).mean(0).numpy())
+        self.clips.append(len(logits))
+
+
+def _merge(parts: List[_Tally]) -> EvalResult:
+    index = [i for p in parts for i in p.index]
+    order = np.argsort(index, kind="stable")
+    num_classes = max(p.num_classes for p in parts)
+    probs = [pr for p in parts for pr in p.probs]
+    return EvalResult(
+        video_index=np.asarray(index, dtype=np.int64)[order],
+        labels=np.asarray([lab for p in parts for lab in p.label], dtype=np.int64)[order],
+        video_probs=(np.stack(probs)[order] if probs else np.zeros((0, num_classes), np.float32)),
+        clip_count=sum(p.clip_count for p in parts), clip_top1=sum(p.clip_top1 for p in parts),
+        clip_top5=sum(p.clip_top5 for p in parts), loss_sum=sum(p.loss_sum for p in parts),
+        num_classes=num_classes, clip_counts=np.asarray([c for p in parts for c in p.clips], np.int64)[order],
+        notes={k: v for p in parts for k, v in p.notes.items()})
+
+
+def _forward(model: nn.Module, clips: torch.Tensor, batch_size: int, device: torch.device,
+             amp_dtype: Optional[torch.dtype], channels_last: bool) -> torch.Tensor:
+    logits = []
+    for start in range(0, len(clips), batch_size):
+        x = clips[start:start + batch_size].to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        with amp_context(device, amp_dtype):
+            logits.append(model(x).float().cpu())
+    return torch.cat(logits)
+
+
+@dataclass(frozen=True)
+class _Checks:
+    """Per-video checks before a video is scored."""
+
+    videos: VideoList
+    issues: DataIssues
+    strict: bool = False
+    check_finite: bool = False
+
+    def keep(self, video: int, logits: torch.Tensor, report: Optional[dict], tally: _Tally) -> bool:
+        item = self.videos.items[video]
+        where = item.where or item.path
+        if self.check_finite and not bool(torch.isfinite(logits).all()):
+            bad = int((~torch.isfinite(logits)).sum())
+            self.issues.report("non_finite_logits", where, f"{bad} of the {logits.numel()} logits of its "
+                                                           f"{len(logits)} clips are NaN or infinite")
+            return False
+        if report and (report.get("partial") or report.get("still_image")):
+            if self.strict:
+                kind = "partial_decode" if report.get("partial") else "still_image"
+                reason = report.get("partial") or "a single picture, not a video"
+                self.issues.report(kind, where, f"{reason} (strict)")
+                return False
+            tally.notes[video] = report
+        return True
+
+
+def _score_batch(tally: _Tally, batch: dict, logits: torch.Tensor, mapping: Optional[torch.Tensor],
+                 checks: _Checks) -> None:
+    owner = batch["clip_video"]
+    labels = batch["label"] if mapping is None else mapping[batch["label"]]
+    reports = batch.get("reports", {})
+    for i, video in enumerate(batch["index"].tolist()):
+        video_logits = logits[owner == video]
+        if checks.keep(video, video_logits, reports.get(video), tally):
+            tally.add(video, int(labels[i]), video_logits)
+
+
 @torch.no_grad()
 def predict_videos(model: nn.Module, videos: VideoList, sampling: ClipSampling, *, batch_size: int = 32,
                    num_workers: int = 0, device: Optional[torch.device] = None,
                    amp_dtype: Optional[torch.dtype] = None, channels_last: bool = False,
                    info: Optional[DistInfo] = None, issues: Optional[DataIssues] = None,
                    label_map: Optional[Sequence[int]] = None, progress: bool = False,
-                   desc: str = "eval", cache: Optional[Dict[int, torch.Tensor]] = None) -> EvalResult:
+                   desc: str = "eval", cache: Optional[Dict[int, torch.Tensor]] = None,
+                   strict: bool = False, check_finite: bool = False) -> EvalResult:
     """Run ``model`` over every clip of every video (sharded over processes) and gather the results.
 
     ``label_map[i]`` is the model's class index of the data set's class ``i`` (default: identity).
-    Undecodable videos are reported to ``issues`` and left out.  ``cache`` (a dict kept by the
-    caller) holds decoded videos between calls when loading in this process (``num_workers=0``).
+    Undecodable videos are reported to ``issues`` and left out; so are videos with non-finite
+    logits (``check_finite``) and partial decodes / still images (``strict``; otherwise they are
+    scored and listed in ``notes``).  ``cache`` (a dict kept by the caller) holds decoded videos
+    between calls when loading in this process (``num_workers=0``).
     """
     info = info or DistInfo()
     device = device or next(model.parameters()).device
     issues = issues or DataIssues()
+    checks = _Checks(videos, issues, strict, check_finite)
     was_training = model.training
     model.eval()
     shard = list(range(info.rank, len(videos), info.world_size))
     subset = torch.utils.data.Subset(EvalVideos(videos, sampling, cache), shard)
-    videos_per_batch = max(1, batch_size // 4)
-    loader = torch.utils.data.DataLoader(subset, batch_size=videos_per_batch, shuffle=False,
+    loader = torch.utils.data.DataLoader(subset, batch_size=max(1, batch_size // 4), shuffle=False,
                                          num_workers=num_workers, collate_fn=collate_eval,
                                          worker_init_fn=worker_init if num_workers else None)
     mapping = torch.as_tensor(label_map) if label_map is not None else None
-    rows_index: List[int] = []
-    rows_label: List[int] = []
-    rows_probs: List[np.ndarray] = []
-    clip_count = clip_top1 = clip_top5 = 0
-    loss_sum = 0.0
-    bar = None
-    if progress and info.is_main:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(subset), desc=desc, unit="video", leave=False, file=sys.stderr)
+    tally = _Tally()
+    bar = _progress_bar(progress and info.is_main, len(subset), desc)
     for batch in loader:
         for where, message in batch["errors"]:
             issues.report("undecodable_video", where, message)
-        if batch["clips"] is None:
-            if bar:
-                bar.update(videos_per_batch)
-            continue
-        clips, owner = batch["clips"], batch["clip_video"]
-        logits = []
-        for start in range(0, len(clips), batch_size):
-            x = clips[start:start + batch_size].to(device, non_blocking=True)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last_3d)
-            with amp_context(device, amp_dtype):
-                logits.append(model(x).float().cpu())
-        logits = torch.cat(logits)
-        vid_labels = batch["label"] if mapping is None else mapping[batch["label"]]
-        index_of = {int(v): i for i, v in enumerate(batch["index"])}
-        clip_labels = vid_labels[torch.tensor([index_of[int(o)] for o in owner])]
-        loss_sum += float(F.cross_entropy(logits, clip_labels, reduction="sum"))
-        clip_count += len(logits)
-        clip_top1 += int(_topk_hits(logits, clip_labels, 1).sum())
-        clip_top5 += int(_topk_hits(logits, clip_labels, 5).sum())
-        probs = logits.softmax(1)
-        for i, vid in enumerate(batch["index"].tolist()):
-            rows_index.append(vid)
-            rows_label.append(int(vid_labels[i]))
-            rows_probs.append(probs[owner == vid].mean(0).numpy())
+        if batch["clips"] is not None:
+            logits = _forward(model, batch["clips"], batch_size, device, amp_dtype, channels_last)
+            tally.num_classes = int(logits.shape[1])
+            _score_batch(tally, batch, logits, mapping, checks)
         if bar:
             bar.update(len(batch["errors"]) + len(batch["index"]))
     if bar:
         bar.close()
     model.train(was_training)
-    num_classes = int(logits.shape[1]) if clip_count else 0
-    local = (rows_index, rows_label, rows_probs, clip_count, clip_top1, clip_top5, loss_sum, num_classes)
-    parts = all_gather_objects(local, info)
-    index = [i for p in parts for i in p[0]]
-    order = np.argsort(index, kind="stable")
-    num_classes = max(p[7] for p in parts)
-    probs_all = [pr for p in parts for pr in p[2]]
-    return EvalResult(
-        video_index=np.asarray(index, dtype=np.int64)[order],
-        labels=np.asarray([lab for p in parts for lab in p[1]], dtype=np.int64)[order],
-        video_probs=(np.stack(probs_all)[order] if probs_all else np.zeros((0, num_classes), np.float32)),
-        clip_count=sum(p[3] for p in parts), clip_top1=sum(p[4] for p in parts),
-        clip_top5=sum(p[5] for p in parts), loss_sum=sum(p[6] for p in parts), num_classes=num_classes)
+    return _merge(all_gather_objects(tally, info))
 
 
-def save_confusion_png(confusion: Sequence[Sequence[int]], labels: Sequence[str], path: Union[str, Path],
-                       title: str = "") -> Optional[Path]:
-    """Row-normalised confusion matrix as a PNG; ``None`` (with a message) without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no confusion-matrix PNG (pip install matplotlib)", file=sys.stderr)
+def _progress_bar(show: bool, total: int, desc: str):
+    if not show:
         return None
+    from tqdm import tqdm
 
-    cm = np.asarray(confusion, dtype=np.float64)
-    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    n = len(labels)
-    side = min(24.0, max(5.0, 0.35 * n + 2))
-    fig, ax = plt.subplots(figsize=(side, side))
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    if n <= 60:
-        ax.set_xticks(range(n), labels, rotation=90, fontsize=8)
-        ax.set_yticks(range(n), labels, fontsize=8)
-        if n <= 20:
-            for i in range(n):
-                for j in range(n):
-                    if cm[i, j]:
-                        ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
-                                color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title or "confusion matrix (video level, row-normalised)")
-    from .plots import save_png
-
-    return save_png(fig, path)
+    return tqdm(total=total, desc=desc, unit="video", leave=False, file=sys.stderr)
 
 
-# -- public entry point -----------------------------------------------------------------------------
-def _load_model(model: Union[nn.Module, str, Path]) -> nn.Module:
+# -- the model --------------------------------------------------------------------------------------
+def resolve_model(model: Union[nn.Module, str, Path]) -> nn.Module:
+    """The one place evaluation turns its model argument into a model: NAME, NAME.TAG (that tag's
+    weights, never a random model), alias, checkpoint path or hf-hub: reference."""
     if isinstance(model, nn.Module):
         return model
     from ..resolve import load_model
@@ -220,152 +268,161 @@ def _load_model(model: Union[nn.Module, str, Path]) -> nn.Module:
     return load_model(model)
 
 
-def _videos_from(data: Any, split: str, labels: Optional[Sequence[str]], issues: DataIssues,
-                 check: str) -> VideoList:
+def _prepare_model(net: nn.Module, device: torch.device, precision: str, fast: bool, compile: bool) -> nn.Module:
+    net = net.to(device).eval()
+    if precision == "fp32" and not fast and not compile:
+        return net
+    from ..errors import ConfigError
+    from ..inference import optimize_for_inference
+
+    try:
+        return optimize_for_inference(net, precision=precision, device=device, compile=compile)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def _model_info(model: Any, net: nn.Module, precision: str, amp: str, fast: bool, compile: bool,
+                device: torch.device) -> Dict[str, Any]:
+    config = net.config
+    ref = str(model) if not isinstance(model, nn.Module) else type(model).__name__
+    return {"ref": ref, "architecture": config.architecture, "tag": config.tag, "source": config.source,
+            "num_classes": config.num_classes, "precision": precision, "amp": amp, "fast": fast,
+            "compile": compile, "device": str(device)}
+
+
+def _label_map(videos: VideoList, net: nn.Module):
+    """``(label_map, class names)``: the data set's classes matched to the model's labels by name."""
+    config = net.config
+    model_labels = list(config.labels) if config.labels else None
+    if model_labels is None:
+        if len(videos.labels) != config.num_classes:
+            raise DataError(f"the model has {config.num_classes} classes and no label names; the data set has "
+                            f"{len(videos.labels)} classes")
+        return None, list(videos.labels)
+    missing = [c for c in videos.labels if c not in model_labels]
+    if missing:
+        raise DataError(f"{len(missing)} class(es) of the data set are not among the model's "
+                        f"{len(model_labels)} labels: {missing[:10]}")
+    return [model_labels.index(c) for c in videos.labels], model_labels
+
+
+# -- the data ---------------------------------------------------------------------------------------
+def _videos_from(data: Any, request: SplitRequest, issues: DataIssues):
+    """``(videos, data description)`` of a data argument (see :func:`evaluate`)."""
     if isinstance(data, VideoList):
-        return data
+        return data, {"format": "VideoList", "root": None, "split": data.name, "split_files": list(data.files)}
     if hasattr(data, "format") and hasattr(data, "root"):  # a DataSection
         from .data import read_split
 
-        return read_split(data, "val", issues, labels)
-    path = Path(data)
-    if path.is_file() and path.suffix == ".txt":
-        return read_folder(path.parent, str(path), None, issues, check, labels)
-    if not path.is_dir():
-        raise DataError(f"{path}: no such data folder or split list")
-    list_name = split if (path / f"{split}.txt").is_file() else "all"
-    return read_folder(path, list_name, None, issues, check, labels)
+        videos = read_split(data, "val", issues)
+        return videos, {"format": data.format, "root": str(data.root), "split": "val",
+                        "split_files": list(videos.files)}
+    return read_eval_split(data, request, issues)
 
 
-def evaluate(model: Union[nn.Module, str, Path], data: Any, *, split: str = "test",
-             batch_size: int = 32, num_workers: int = 0, val_clips: int = 0, device: str = "auto",
-             amp: str = "none", threads: int = 0, out_dir: Union[str, Path, None] = None,
-             json: bool = False, progress: bool = True, on_error: str = "skip",
-             fps: Optional[float] = None, confusion_png: bool = True) -> Dict[str, Any]:
-    """Clip and video accuracy of ``model`` on ``data``; returns the metrics dict.
+# -- public entry point -----------------------------------------------------------------------------
+def evaluate(model: Union[nn.Module, str, Path], data: Any, *, split: Optional[str] = None,
+             format: str = "folder", annotations: Union[str, Path, None] = None, fold: Optional[int] = None,
+             protocol: Optional[ClipProtocol] = None, val_clips: int = 0, fps: Optional[float] = None,
+             batch_size: int = 32, num_workers: int = 0, device: str = "auto", amp: str = "none",
+             precision: str = "fp32", fast: bool = False, compile: bool = False, threads: int = 0,
+             out_dir: Union[str, Path, None] = None, json: bool = False, progress: bool = True,
+             on_error: str = "skip", strict: bool = False, topk: int = 5,
+             confusion_png: bool = True) -> Dict[str, Any]:
+    """Clip and video accuracy of ``model`` on a split of ``data``; returns the report (no confusion).
 
     Args:
-        model: a model (with ``model.config``: labels and input spec), a zoo checkpoint path
-            (file or folder), or a registered name ``NAME[.TAG]`` (pretrained weights).
-        data: a folder-per-class data set (``root/<class>/<video>``; the ``split`` list,
-            ``root/<split>.txt``, when it exists, else every video), a split-list ``.txt`` file,
-            a :class:`~video3d_zoo.train.data.VideoList` or a training config's ``DataSection``.
-        split: split list name inside a data folder (``test``, ``val``, ``train``).
-        val_clips: 0 = every non-overlapping clip (the paper's protocol), N = N evenly spaced clips.
-        amp: ``none`` / ``bf16`` / ``fp16`` / ``auto`` autocast for the forward passes.
-        out_dir: write ``metrics.json`` (with the confusion matrix) and ``confusion.png`` there.
-        json: print the metrics (without the confusion matrix) as one JSON object on stdout.
-        on_error: ``skip`` (report, count, go on) or ``fatal`` for undecodable / missing videos.
+        model: a model (with ``model.config``: labels and input spec) or any reference
+            :func:`video3d_zoo.resolve.load_model` reads (``NAME``, ``NAME.TAG``, alias, path,
+            ``hf-hub:``), always with its pretrained weights.
+        data: the data set root (or a list file) read as ``format`` with ``annotations``,
+            ``fold`` and ``split`` (see :mod:`.eval_splits`), a
+            :class:`~video3d_zoo.train.data.VideoList` or a training config's ``DataSection``.
+        protocol: the clips (default: every non-overlapping centre clip, or ``val_clips`` evenly
+            spaced clips at ``fps``).
+        amp: ``none`` / ``bf16`` / ``fp16`` / ``auto`` autocast of the eager model;
+            ``precision`` / ``fast`` / ``compile``: :func:`video3d_zoo.inference.optimize_for_inference`.
+        out_dir: write ``metrics.json``, ``predictions.csv`` (top-``topk``, at most every class) and
+            ``confusion.png``.
+        json: print the report (without the confusion matrix) as one JSON object on stdout.
+        on_error: ``skip`` (report, count, go on) or ``fatal`` for bad rows and videos;
+            ``strict``: partial decodes and still images are skipped as errors.
 
     Class names of the data set are matched to the model's ``config.labels`` by name; a model
     without labels must have as many classes as the data set (taken in the data set's order).
-    Keys of the result: ``clip_top1``, ``clip_top5``, ``video_top1``, ``video_top5``,
-    ``mean_class_top1``, ``loss``, ``num_videos``, ``num_clips``, ``per_class``, ``skipped``.
+    Raises :class:`EvalFailed` (after printing and writing the report) when no video was scored.
     """
-    from .distributed import pick_device
-    from .loop import resolve_amp
-
+    protocol = _check_options(protocol, val_clips, fps, amp, precision)
     if threads:
         torch.set_num_threads(int(threads))
-    net = _load_model(model)
-    config = getattr(net, "config", None)
-    if config is None:
+    issues = DataIssues(on_error)
+    videos, data_info = _videos_from(data, SplitRequest(format, _str(annotations), fold, split), issues)
+    dev = resolve_device(device)
+    loaded = resolve_model(model)
+    if getattr(loaded, "config", None) is None:
         raise DataError("evaluate needs a model with .config (input spec and labels); build it with "
                         "create_model / from_pretrained")
-    issues = DataIssues(on_error)
-    model_labels = list(config.labels) if config.labels else None
-    videos = _videos_from(data, split, None, issues, "exists")
-    if model_labels is not None:
-        missing = [c for c in videos.labels if c not in model_labels]
-        if missing:
-            raise DataError(f"{len(missing)} class(es) of the data set are not among the model's "
-                            f"{len(model_labels)} labels: {missing[:10]}")
-        label_map = [model_labels.index(c) for c in videos.labels]
-        names = model_labels
-    else:
-        if len(videos.labels) != net.num_classes:
-            raise DataError(f"the model has {net.num_classes} classes and no label names; the data set has "
-                            f"{len(videos.labels)} classes")
-        label_map, names = None, list(videos.labels)
-    spec = config.input_spec
-    sampling = make_sampling(_EvalData(fps, val_clips), spec)
-    dev = pick_device(device)
-    net = net.to(dev)
-    result = predict_videos(net, videos, sampling, batch_size=batch_size, num_workers=num_workers, device=dev,
-                            amp_dtype=resolve_amp(amp, dev), issues=issues, label_map=label_map,
-                            progress=progress and not json)
-    metrics = result.metrics(names, with_confusion=True)
-    metrics["skipped"] = dict(issues.counts)
+    label_map, names = _label_map(videos, loaded)
+    net, spec = _prepare_model(loaded, dev, precision, fast, compile), loaded.config.input_spec
+    result = _predict(net, videos, spec, protocol, dev, amp, issues, label_map, batch_size=batch_size,
+                      num_workers=num_workers, progress=progress and not json, strict=strict)
+    from .eval_report import build_report, prediction_header, prediction_rows
+
+    topk = min(topk, len(names))  # no more predictions than classes
+    report = build_report(result.metrics(names, with_confusion=True), videos=videos, issues=issues,
+                          notes=result.notes, data_info=data_info, protocol=protocol, spec=spec,
+                          model_info=_model_info(model, loaded, precision, amp, fast, compile, dev), topk=topk)
+    predictions = {"header": prediction_header(topk), "rows": prediction_rows(result, videos, names, topk)}
+    return _finish(report, predictions, out_dir, json, confusion_png)
+
+
+def _check_options(protocol: Optional[ClipProtocol], val_clips: int, fps: Optional[float], amp: str,
+                   precision: str) -> ClipProtocol:
+    if amp != "none" and precision != "fp32":
+        raise DataError(f"--amp {amp} and --precision {precision} both choose the precision; give one")
+    if protocol is None:
+        return ClipProtocol(fps=fps, num_clips=val_clips)
+    if val_clips or fps is not None:
+        raise DataError("give either protocol= or val_clips / fps, not both")
+    return protocol
+
+
+def _str(value: Union[str, Path, None]) -> Optional[str]:
+    return None if value is None else str(value)
+
+
+def _predict(net: nn.Module, videos: VideoList, spec, protocol: ClipProtocol, device: torch.device, amp: str,
+             issues: DataIssues, label_map, **kwargs) -> EvalResult:
+    from .loop import resolve_amp
+
+    resize = spec.resize if isinstance(spec.resize, int) else min(spec.resize)
+    sampling = ClipSampling(spec=spec, resize=int(resize), protocol=protocol)
+    return predict_videos(net, videos, sampling, device=device, amp_dtype=resolve_amp(amp, device),
+                          issues=issues, label_map=label_map, check_finite=True, **kwargs)
+
+
+def _finish(report: Dict[str, Any], predictions: Dict[str, Any], out_dir, json: bool,
+            confusion_png: bool) -> Dict[str, Any]:
+    from .eval_report import dumps, public_report
+
+    if report["num_videos"] == 0:
+        counts = report["videos"]
+        report["error"] = (f"no video was evaluated: {counts['listed']} listed, {counts['skipped']} skipped "
+                           f"({', '.join(f'{k}: {v}' for k, v in counts['skipped_by_reason'].items()) or 'none'})")
     if out_dir is not None:
-        write_eval_outputs(metrics, out_dir, confusion_png=confusion_png)
-    public = {k: v for k, v in metrics.items() if k not in ("confusion", "labels")}
+        write_eval_outputs(report, out_dir, confusion_png=confusion_png, predictions=predictions)
+    public = public_report(report)
     if json:
-        print(jsonlib.dumps(public))
+        print(dumps(public))
         sys.stdout.flush()
+    if "error" in report:
+        raise EvalFailed(report["error"], public)
     return public
 
 
-@dataclass(frozen=True)
-class _EvalData:
-    """The DataSection fields :func:`make_sampling` reads, for evaluation."""
-
-    fps: Optional[float] = None
-    val_clips: int = 0
-    train_crop: str = "center"
-    scale_step: float = 1.0
-    n_scales: int = 1
-    hflip: bool = False
-    temporal_stride: int = 1
-
-
-def write_eval_outputs(metrics: Dict[str, Any], out_dir: Union[str, Path], confusion_png: bool = True,
-                       prefix: str = "") -> Path:
-    from ..weights import atomic_path
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / f"{prefix}metrics.json") as tmp:
-        tmp.write_text(jsonlib.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    if confusion_png and "confusion" in metrics:
-        save_confusion_png(metrics["confusion"], metrics["labels"], out / f"{prefix}confusion.png")
-    return out
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``video3d-zoo eval (--model NAME[.TAG] | --weights PATH) DATA [--split S] [--json] ...``."""
-    import argparse
+    """``video3d-zoo eval (--model REF | --weights PATH) DATA [--format F] [--split S] ...`` (see
+    :mod:`.eval_cli`)."""
+    from .eval_cli import main as cli_main
 
-    from ..errors import Video3DZooError
-
-    p = argparse.ArgumentParser(prog="video3d-zoo eval", description="clip and video accuracy on a data set")
-    who = p.add_mutually_exclusive_group(required=True)
-    who.add_argument("--model", help="registered model NAME[.TAG] (pretrained weights)")
-    who.add_argument("--weights", help="zoo checkpoint folder or file")
-    p.add_argument("data", help="folder-per-class data set or split-list .txt")
-    p.add_argument("--split", default="test")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--clips", type=int, default=0, help="clips per video (0 = every non-overlapping clip)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16", "auto"))
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--out", help="folder for metrics.json and confusion.png")
-    p.add_argument("--fatal", action="store_true", help="stop at the first missing or undecodable video")
-    p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
-    args = p.parse_args(argv)
-    try:
-        metrics = evaluate(args.model or args.weights, args.data, split=args.split, batch_size=args.batch_size,
-                           num_workers=args.workers, val_clips=args.clips, device=args.device, amp=args.amp,
-                           threads=args.threads, out_dir=args.out, json=args.json,
-                           on_error="fatal" if args.fatal else "skip")
-    except Video3DZooError as exc:
-        print(f"video3d-zoo eval: error: {exc}", file=sys.stderr)
-        return 2
-    if not args.json:
-        print(f"{metrics['num_videos']} videos, {metrics['num_clips']} clips: "
-              f"clip top-1 {metrics['clip_top1']:.4f}, top-5 {metrics['clip_top5']:.4f}; "
-              f"video top-1 {metrics['video_top1']:.4f}, top-5 {metrics['video_top5']:.4f}; "
-              f"mean class {metrics['mean_class_top1']:.4f}")
-        if metrics["skipped"]:
-            print(f"skipped: {metrics['skipped']}")
-    return 0
+    return cli_main(argv)
