@@ -10,6 +10,7 @@ import torch
 
 import video3d_zoo
 from video3d_zoo import cli
+from videos import write_video
 from video3d_zoo.errors import ConfigError, IntegrityError, UnknownModelError, Video3DZooError
 from video3d_zoo.resolve import load_model, parse_model_ref
 from video3d_zoo.weights import fetch_converted, from_pretrained, save_pretrained
@@ -142,9 +143,12 @@ class _Sentinel(Video3DZooError):
     (["extract", "v.mp4", "-o", "OUT", "--weights", "some/folder"], "some/folder"),
     (["classify", "v.mp4", "--model", "hf-hub:org/repo"], "hf-hub:org/repo"),
     (["export", "resnet3d_10.synthetic_motion", "-o", "m.onnx"], "resnet3d_10.synthetic_motion"),
-    (["eval", "--model", "resnet3d_10.synthetic_motion", "DATA"], "resnet3d_10.synthetic_motion"),
+    (["eval", "--model", "resnet3d_10.synthetic_motion", "DATA", "--split", "all"], "resnet3d_10.synthetic_motion"),
 ])
-def test_every_command_resolves_models_the_same_way(monkeypatch, capsys, argv, ref):
+def test_every_command_resolves_models_the_same_way(monkeypatch, capsys, tmp_path, argv, ref):
+    (tmp_path / "DATA" / "a").mkdir(parents=True)
+    write_video(tmp_path / "DATA" / "a" / "v.mp4", 4, 32, 24)
+    monkeypatch.chdir(tmp_path)
     seen = []
 
     def recording(text, **kwargs):
