@@ -62,3 +62,10 @@ class VideoDecodeError(Video3DZooError, ValueError):
 
 class ExportError(Video3DZooError, RuntimeError):
     """A model that cannot be exported to the requested format; the message says why."""
+
+
+class TrainingDivergedError(Video3DZooError, RuntimeError):
+    """Training produced a non-finite loss, gradient or weight; the message says where and what to try.
+
+    Nothing non-finite is saved: the run's last good checkpoint and any earlier export stay as they were.
+    """
