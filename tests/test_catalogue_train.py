@@ -1,5 +1,5 @@
 """The catalogue of bad training inputs: each ends in a clear error (one line and exit status 2 on
-the CLI), and nothing already written is lost (the last good checkpoint, an earlier export)."""
+the CLI), and nothing already written is lost (the last finite checkpoint, an earlier export)."""
 
 from __future__ import annotations
 
@@ -161,7 +161,7 @@ def test_lr_1e30_from_scratch_diverges_and_exports_nothing(dataset, tmp_path, ca
     run = tmp_path / "boom"
     assert not (run / "export").exists()
     # step 1 was still finite (and checkpointed: checkpoint_every_steps = 1), step 2 was not
-    assert "step 2/3" in err[0] and "last good state (epoch 1, step 1, global step 1)" in err[0]
+    assert "step 2/3" in err[0] and "last finite state (epoch 1, step 1, global step 1)" in err[0]
     assert_finite_checkpoint(run / "checkpoints" / "last.pt")
 
 
@@ -172,7 +172,7 @@ def test_divergence_on_resume_keeps_last_checkpoint_and_export(run_copy, capsys)
                   "--set", "train.epochs=2")
     assert rc == 2 and len(err) == 1, err
     assert "training diverged at epoch 2/2, step 2/3 (global step 5)" in err[0]
-    assert "last good state (epoch 2, step 1, global step 4)" in err[0]
+    assert "last finite state (epoch 2, step 1, global step 4)" in err[0]
     after = snapshot(run)
     for name in ("checkpoints/best.pt", "export/model.safetensors", "export/config.json"):
         assert after[name] == before[name], name
@@ -228,17 +228,25 @@ def _free_port() -> int:
 
 
 def test_two_processes_agree_when_only_one_diverges(dataset, tmp_path):
-    """Rank 1 alone sees a nan loss at global step 2: both processes stop there (no hang), with exit 2."""
+    """Rank 1 alone sees a nan loss at global step 2: both processes stop there with exit 2 (rank 0
+    hangs in its next collective if they do not agree).  Two plain processes, not torchrun, which
+    would kill the second as soon as the first fails."""
     path = write(tmp_path / "ddp.json", tiny(dataset, tmp_path, "ddp"))
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), **{NAN_ENV: "1:2"})
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-                           "-m", "video3d_zoo.train", str(path)], env=env, capture_output=True, text=True,
-                          timeout=180)
-    assert proc.returncode != 0
-    lines = [ln for ln in proc.stderr.splitlines() if "training diverged" in ln]
-    assert len(lines) == 2, proc.stderr[-3000:]
-    assert all("step 2/3" in ln and "non-finite loss (on 1 of 2 processes)" in ln for ln in lines)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+               MASTER_PORT=str(_free_port()), **{NAN_ENV: "1:2"})
+    procs = [subprocess.Popen([sys.executable, "-m", "video3d_zoo.train", str(path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=dict(env, RANK=str(r), LOCAL_RANK=str(r)))
+             for r in range(2)]
+    try:
+        results = [proc.communicate(timeout=120) for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()  # only if still running (a hang): the test then fails on the timeout
+    for rank, (proc, (_out, err)) in enumerate(zip(procs, results)):
+        lines = [ln for ln in err.splitlines() if ln.startswith("video3d-zoo train: error:")]
+        assert proc.returncode == 2 and len(lines) == 1, err[-2000:]
+        assert "step 2/3 (global step 2): non-finite loss (on 1 of 2 processes)" in lines[0]
+        assert f"loss on process {rank}: {'nan' if rank else ''}" in lines[0]
     state = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt")
     assert state["global_step"] == 1 and not (tmp_path / "ddp" / "export").exists()
 

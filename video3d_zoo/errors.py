@@ -67,5 +67,5 @@ class ExportError(Video3DZooError, RuntimeError):
 class TrainingDivergedError(Video3DZooError, RuntimeError):
     """Training produced a non-finite loss, gradient or weight; the message says where and what to try.
 
-    Nothing non-finite is saved: the run's last good checkpoint and any earlier export stay as they were.
+    Nothing non-finite is saved: the run's last (finite) checkpoint and any earlier export stay as they were.
     """

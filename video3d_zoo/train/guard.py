@@ -12,7 +12,7 @@ by design; the loss and weight checks stay.
 The three flags are summed over the processes in one all-reduce of three numbers, so under
 DistributedDataParallel every process raises :class:`TrainingDivergedError` at the same step
 and none is left waiting in a collective.  The error comes before anything is written, so
-``checkpoints/last.pt`` and ``best.pt`` keep the last good state; :meth:`DivergenceGuard.require_finite`
+``checkpoints/last.pt`` and ``best.pt`` keep the last finite state; :meth:`DivergenceGuard.require_finite`
 checks the weights once more (collectively) before every checkpoint and before the export.
 """
 
@@ -128,7 +128,7 @@ class DivergenceGuard:
     def saved(self) -> str:
         if self.last_saved is None:
             return "nothing was saved (no checkpoint, no export)"
-        return (f"checkpoints/last.pt still holds the last good state ({self.last_saved}) and no export was "
+        return (f"checkpoints/last.pt still holds the last finite state ({self.last_saved}) and no export was "
                 "written: resume from it with --resume --accept-config-changes and the changed --set values")
 
     def advice(self) -> str:
