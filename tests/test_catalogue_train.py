@@ -286,12 +286,11 @@ def test_resume_safe_keys_and_missing_config():
 
 # -- tomllib / tomli ----------------------------------------------------------------------------------
 def test_tomli_fallback_when_tomllib_is_missing(monkeypatch, tmp_path):
-    import tomllib
-
+    real = config_mod.tomllib  # whichever reader this Python has: the fake tomli delegates to it
     calls = []
     fake = types.ModuleType("tomli")
-    fake.TOMLDecodeError = tomllib.TOMLDecodeError
-    fake.loads = lambda text: calls.append(text) or tomllib.loads(text)
+    fake.TOMLDecodeError = real.TOMLDecodeError
+    fake.loads = lambda text: calls.append(text) or real.loads(text)
     monkeypatch.setitem(sys.modules, "tomllib", None)  # import tomllib -> ModuleNotFoundError
     monkeypatch.setitem(sys.modules, "tomli", fake)
     reader = config_mod._import_toml()
