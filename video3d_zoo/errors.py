@@ -66,3 +66,10 @@ class ExportError(Video3DZooError, RuntimeError):
 
 class NonFiniteError(Video3DZooError, ValueError):
     """Model outputs (features, logits or scores) holding NaN or infinity; nothing is written."""
+
+
+class TrainingDivergedError(Video3DZooError, RuntimeError):
+    """Training produced a non-finite loss, gradient or weight; the message says where and what to try.
+
+    Nothing non-finite is saved: the run's last (finite) checkpoint and any earlier export stay as they were.
+    """

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -116,3 +116,22 @@ def gather_rng(info) -> List[Dict[str, Any]]:
     from .distributed import all_gather_objects
 
     return all_gather_objects(rng_state(), info)
+
+
+def check_resumable(state: Dict[str, Any], config, path: Union[str, Path],
+                    accept_changes: bool = False) -> List[Tuple[str, Any, Any]]:
+    """Check a checkpoint ``--resume`` would continue from: finite weights (else
+    :class:`~video3d_zoo.errors.TrainingDivergedError`) and the same config as ``config`` up to the
+    keys in :data:`~video3d_zoo.train.config.RESUME_SAFE` (else :class:`TrainConfigError` listing
+    every difference, unless ``accept_changes``).  Returns the differences."""
+    from .config import TrainConfigError, config_changes, describe_changes
+    from .guard import require_finite_state
+
+    require_finite_state(state["model"], f"--resume from {path}")
+    changes = config_changes(state.get("config"), config)
+    if changes and not accept_changes:
+        raise TrainConfigError(
+            f"--resume: the config differs from the one {path} was trained with: {describe_changes(changes)}; "
+            "a resumed run would no longer equal an uninterrupted one. Pass --accept-config-changes "
+            "(train(..., accept_config_changes=True)) to continue with the new values, or undo the changes")
+    return changes

@@ -20,7 +20,6 @@ import dataclasses
 import difflib
 import json
 import math
-import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,22 @@ from ..errors import ConfigError
 
 class TrainConfigError(ConfigError):
     """A training config that does not validate; the message names the key."""
+
+
+def _import_toml():
+    """The TOML reader: the standard library's ``tomllib`` (Python 3.11+), else ``tomli``."""
+    try:
+        import tomllib as module
+    except ModuleNotFoundError:
+        try:
+            import tomli as module
+        except ModuleNotFoundError:
+            raise ImportError("video3d_zoo.train reads TOML with tomllib (Python 3.11+) or, on older "
+                              "Pythons, tomli: pip install tomli") from None
+    return module
+
+
+tomllib = _import_toml()
 
 
 @dataclass
@@ -231,15 +246,16 @@ CHOICES = {
     "train.best_metric": ("val_video_top1", "val_clip_top1", "val_video_top5", "val_loss"),
     "output.export": ("last", "best"),
 }
-POSITIVE = {"data.n_scales", "data.temporal_stride", "train.epochs", "train.batch_size",
+POSITIVE = {"optim.lr", "data.fps", "data.n_scales", "data.temporal_stride", "train.epochs", "train.batch_size",
             "train.accumulate", "train.val_every", "train.log_every", "model.in_chans",
             "data.synthetic.videos_per_class", "data.synthetic.size", "data.synthetic.frames",
             "model.frames", "model.crop_size", "model.resize", "model.num_classes"}
-NON_NEGATIVE = {"optim.lr", "optim.momentum", "optim.dampening", "optim.weight_decay",
+NON_NEGATIVE = {"optim.momentum", "optim.dampening", "optim.weight_decay",
                 "optim.clip_grad_norm", "schedule.min_lr", "schedule.warmup_epochs",
                 "schedule.threshold", "schedule.patience", "train.threads", "train.val_batch_size",
                 "train.checkpoint_every_steps", "train.max_steps", "data.num_workers",
                 "data.val_clips", "data.limit_train", "data.limit_val", "data.decode_short_side"}
+UNIT_INTERVAL = {"optim.momentum", "optim.dampening", "data.synthetic.test_fraction"}
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -268,9 +284,14 @@ def load_config(source: Union[str, Path, Mapping[str, Any], TrainConfig, None] =
 
 
 def read_config_file(path: Path) -> Dict[str, Any]:
+    if path.is_dir():
+        raise TrainConfigError(f"{path}: is a folder; expected a config file (.toml or .json)")
     if not path.is_file():
-        raise TrainConfigError(f"{path}: no such config file")
-    text = path.read_text(encoding="utf-8")
+        raise TrainConfigError(f"{path}: no such config file (expected a .toml or .json file)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TrainConfigError(f"{path}: cannot read the config file as UTF-8 text ({exc})") from exc
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(text)
@@ -371,7 +392,7 @@ def _coerce(tp: Any, value: Any, key: str, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
         if not math.isfinite(float(value)):
-            raise bad
+            raise TrainConfigError(f"{where}: {key} = {value!r}: expected a finite number")
         return float(value)
     if tp is str:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -421,19 +442,22 @@ def validate(config: TrainConfig, where: str = "config") -> None:
     for key, choices in CHOICES.items():
         if _get(config, key) not in choices:
             fail(key, f"expected one of {', '.join(choices)}")
-    for key in POSITIVE:
+    for key in sorted(POSITIVE):
         value = _get(config, key)
         if value is not None and value <= 0:
             fail(key, "must be positive")
-    for key in NON_NEGATIVE:
+    for key in sorted(NON_NEGATIVE):
         if _get(config, key) < 0:
             fail(key, "must not be negative")
+    for key in sorted(UNIT_INTERVAL):
+        if not 0 <= _get(config, key) <= 1:
+            fail(key, "must be in [0, 1]")
     if not config.model.name:
         fail("model.name", "give a registered model name")
     if config.optim.nesterov and (config.optim.momentum <= 0 or config.optim.dampening != 0):
         fail("optim.nesterov", "Nesterov momentum needs momentum > 0 and dampening = 0")
-    if config.optim.dampening > 1:
-        fail("optim.dampening", "must be in [0, 1]")
+    if config.schedule.min_lr > config.optim.lr:
+        fail("schedule.min_lr", f"must not exceed optim.lr = {config.optim.lr!r}")
     if not 0 < config.schedule.gamma <= 1:
         fail("schedule.gamma", "must be in (0, 1]")
     if not 0 < config.schedule.warmup_start_factor <= 1:
@@ -443,14 +467,10 @@ def validate(config: TrainConfig, where: str = "config") -> None:
         fail("schedule.milestones", "must be increasing positive epochs")
     if config.train.batch_size % config.train.accumulate:
         fail("train.batch_size", f"must be divisible by train.accumulate = {config.train.accumulate}")
-    if not 0 <= config.data.synthetic.test_fraction <= 1:
-        fail("data.synthetic.test_fraction", "must be in [0, 1]")
     if not 0 < config.data.scale_step <= 1:
         fail("data.scale_step", "must be in (0, 1]")
     if config.data.split not in (1, 2, 3):
         fail("data.split", "UCF-101 and HMDB-51 have splits 1, 2 and 3")
-    if config.data.fps is not None and config.data.fps <= 0:
-        fail("data.fps", "must be positive")
     if config.data.format != "synthetic" and not config.data.root:
         fail("data.root", f"the {config.data.format} format needs the folder holding the videos "
                           "(--set data.root=PATH)")
@@ -459,3 +479,62 @@ def validate(config: TrainConfig, where: str = "config") -> None:
     size = config.data.synthetic.size
     if size % 2:
         fail("data.synthetic.size", "must be even (H.264 yuv420p)")
+
+
+# -- resuming with a changed config ----------------------------------------------------------------
+RESUME_SAFE = frozenset({
+    "source", "output.dir", "output.name", "output.overwrite", "output.plot", "train.progress",
+    "train.tensorboard", "train.log_every", "train.checkpoint_every_steps", "data.num_workers", "data.cache",
+})
+"""Keys that may differ from the checkpoint's config on ``--resume`` without
+``--accept-config-changes``: they only locate the run folder (which held the checkpoint),
+change what is shown, logged or cached, or when checkpoints are written, never the numbers.
+(The data order and every clip's augmentation are functions of (seed, epoch, video), not of the
+loader workers.)  Everything else, ``train.device``, ``train.threads`` and ``train.amp``
+included, can change the results and has to be accepted."""
+
+class _Note(str):
+    """A placeholder shown as is (not as a JSON value) by :func:`describe_changes`."""
+
+
+_ABSENT = _Note("(absent)")
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """``{"optim": {"lr": 0.1}}`` -> ``{"optim.lr": 0.1}`` (tables all the way down; lists are values)."""
+    flat: Dict[str, Any] = {}
+    for key, value in data.items():
+        name = _join(prefix, str(key))
+        if isinstance(value, Mapping):  # an empty table adds no key: {} equals absent
+            flat.update(flatten(value, name))
+        else:
+            flat[name] = value
+    return flat
+
+
+def config_changes(old: Union[str, Mapping[str, Any], None], new: Union[TrainConfig, Mapping[str, Any]],
+                   ignore: Sequence[str] = RESUME_SAFE) -> List[Tuple[str, Any, Any]]:
+    """``(dotted key, old value, new value)`` for every key that differs, ``ignore`` left out.
+
+    ``old`` is a checkpoint's ``state["config"]`` (JSON text) or a mapping; a key only one side
+    has shows ``"(absent)"`` on the other.  No stored config at all is one change, ``"config"``.
+    """
+    new_data = new.to_dict() if isinstance(new, TrainConfig) else new
+    if isinstance(old, str):
+        try:
+            old = json.loads(old)
+        except json.JSONDecodeError:
+            old = None
+    if not isinstance(old, Mapping):
+        return [("config", _Note("(not stored in the checkpoint)"), _Note("(the current config)"))]
+    a, b = flatten(json.loads(json.dumps(old))), flatten(json.loads(json.dumps(new_data)))
+    keys = [k for k in list(b) + [k for k in a if k not in b] if k not in ignore]
+    return [(k, a.get(k, _ABSENT), b.get(k, _ABSENT)) for k in keys if a.get(k, _ABSENT) != b.get(k, _ABSENT)]
+
+
+def describe_changes(changes: Sequence[Tuple[str, Any, Any]]) -> str:
+    """``optim.lr: 0.05 -> 0.01, train.epochs: 2 -> 4``."""
+    def show(value: Any) -> str:
+        return str(value) if isinstance(value, _Note) else json.dumps(value)
+
+    return ", ".join(f"{key}: {show(a)} -> {show(b)}" for key, a, b in changes)

@@ -50,7 +50,9 @@ def env_world_size() -> int:
 def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
     if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise RuntimeError("train.device = \"cuda\" but torch sees no CUDA device")
+            from .config import TrainConfigError
+
+            raise TrainConfigError("train.device = \"cuda\" but torch sees no CUDA device; use auto or cpu")
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device("cpu")
 

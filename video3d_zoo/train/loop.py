@@ -15,7 +15,11 @@ Run folder (``output.dir/output.name``)::
 ``resume=True`` continues from ``checkpoints/last.pt`` exactly: model, optimizer, schedule,
 gradient scaler, RNG states, epoch and step inside it; the data order and the augmentation of
 every clip are functions of (seed, epoch, video), so the resumed run takes the same steps as an
-uninterrupted one.
+uninterrupted one.  A config that differs from the checkpoint's is refused, the differences listed,
+unless accepted (``accept_config_changes``; :data:`.config.RESUME_SAFE` lists the keys that may change).
+
+A non-finite loss, gradient or weight stops the run with :class:`~video3d_zoo.errors.TrainingDivergedError`
+before anything is saved (:mod:`.guard`): ``last.pt``, ``best.pt`` and an earlier export stay good.
 """
 
 from __future__ import annotations
@@ -25,27 +29,28 @@ import dataclasses
 import io
 import json
 import os
-import random
 import signal
 import sys
 import time
-import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..config import InputSpec, input_preset
-from .checkpoint import CheckpointDir, gather_rng, set_rng_state
-from .config import TrainConfig, TrainConfigError, load_config
+from ..errors import CheckpointError, Video3DZooError
+from .checkpoint import CheckpointDir, check_resumable, gather_rng, set_rng_state
+from .config import TrainConfig, TrainConfigError, describe_changes, load_config
 from .data import (DataError, DataIssues, ShardedBatchSampler, TrainClips, collate_train, describe_counts,
                    make_sampling, prepare_synthetic, read_split, worker_init)
 from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_object, cleanup, init_distributed, unwrap, wrap_model
 from .evaluate import amp_context, predict_videos, write_eval_outputs
+from .guard import DivergenceGuard
+# re-exported: these lived here before prepare.py
+from .prepare import cpu_native_bf16, freeze_before, resolve_amp, seed_everything, set_train_mode  # noqa: F401
 from .schedule import LRSchedule
 
 CSV_FIELDS = ("epoch", "step", "lr", "train_loss", "train_top1", "val_loss", "val_clip_top1",
@@ -55,80 +60,6 @@ KILL_ENV = "VIDEO3D_ZOO_TEST_KILL_AFTER_STEP"
 
 
 # -- helpers ----------------------------------------------------------------------------------------
-def cpu_native_bf16() -> bool:
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError:  # pragma: no cover - older torch
-        return False
-
-
-def resolve_amp(mode: str, device: torch.device) -> Optional[torch.dtype]:
-    """Autocast dtype for ``train.amp`` on ``device`` (None = full fp32)."""
-    if mode == "none":
-        return None
-    if device.type == "cuda":
-        bf16_ok = torch.cuda.is_bf16_supported()
-        if mode == "bf16" and not bf16_ok:
-            raise TrainConfigError("train.amp = \"bf16\": this CUDA device has no bf16; use fp16 or auto")
-        return torch.bfloat16 if (mode in ("bf16", "auto") and bf16_ok) else torch.float16
-    if mode == "fp16":
-        raise TrainConfigError("train.amp = \"fp16\" needs a CUDA device (fp16 with a gradient scaler); "
-                               "on CPU use bf16, or auto")
-    if mode == "auto":
-        return torch.bfloat16 if cpu_native_bf16() else None
-    if not cpu_native_bf16():
-        warnings.warn("train.amp = \"bf16\" on a CPU without native bf16 (AVX512-BF16 / AMX): "
-                      "it runs, emulated and slowly", RuntimeWarning, stacklevel=2)
-    return torch.bfloat16
-
-
-def seed_everything(seed: int, deterministic: bool, device: torch.device) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2 ** 32))
-    torch.manual_seed(seed)
-    if deterministic:
-        if device.type == "cuda":
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-        torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def freeze_before(model: nn.Module, stage: str) -> List[str]:
-    """Freeze every module registered before ``stage`` (a module name such as ``layer4``, ``fc`` or a
-    dotted path); returns the frozen module names.
-
-    Frozen parameters get ``requires_grad=False``; :func:`set_train_mode` keeps the frozen
-    modules (BatchNorm included) in eval mode, so their running statistics never change.
-    """
-    names = [n for n, _ in model.named_modules() if n]
-    if stage not in names:
-        top = [n for n, _ in model.named_children()]
-        raise TrainConfigError(f"finetune.from_stage = {stage!r}: no such module; top-level modules of "
-                               f"{type(model).__name__}: {', '.join(top)} (or 'all')")
-    ancestors = {stage.rsplit(".", i)[0] for i in range(1, stage.count(".") + 1)}
-    frozen = []
-    for name in names:
-        if name == stage:
-            break
-        if name in ancestors:
-            continue
-        if any(name.startswith(a + ".") for a in frozen):
-            continue  # already covered by a frozen parent
-        frozen.append(name)
-    for name in frozen:
-        for p in model.get_submodule(name).parameters():
-            p.requires_grad_(False)
-    return frozen
-
-
-def set_train_mode(model: nn.Module, frozen: Sequence[str]) -> None:
-    """``model.train()`` with the frozen modules back in eval mode (BatchNorm statistics fixed)."""
-    model.train()
-    for name in frozen:
-        model.get_submodule(name).eval()
-
-
 def _fmt(value: Any) -> str:
     if value is None:
         return ""
@@ -153,11 +84,13 @@ class _Echo:
 
 # -- the trainer --------------------------------------------------------------------------------------
 class Trainer:
-    def __init__(self, config: TrainConfig, resume: bool = False) -> None:
+    def __init__(self, config: TrainConfig, resume: bool = False, accept_config_changes: bool = False) -> None:
         self.cfg = config
         self.resume = resume
+        self.accept_config_changes = accept_config_changes
         self.info = DistInfo()
         self.echo = _Echo(self.info)
+        self._resume_state: Optional[Dict[str, Any]] = None
 
     # setup -------------------------------------------------------------------------------------------
     def run_dir(self) -> Path:
@@ -173,23 +106,43 @@ class Trainer:
             torch.set_num_threads(cfg.train.threads)
         seed_everything(cfg.train.seed, cfg.train.deterministic, self.device)
         self.amp_dtype = resolve_amp(cfg.train.amp, self.device)
+        self.guard = DivergenceGuard(cfg, info, self.amp_dtype)
         self.run = self.run_dir()
         self.ckpt = CheckpointDir(self.run)
-        state = None
-        if info.is_main:
-            if self.ckpt.exists() and not self.resume and not cfg.output.overwrite:
-                state = f"{self.run} already holds a run (checkpoints/last.pt): resume it with --resume, " \
-                        "or set output.name to another name, or output.overwrite=true to start afresh"
-            else:
-                self.run.mkdir(parents=True, exist_ok=True)
-                cfg.save(self.run / "train_config.json")
-        state = broadcast_object(state, info)
-        if state:
-            raise TrainConfigError(state)
+        problem = broadcast_object(self._prepare_run_folder() if info.is_main else None, info)
+        if problem is not None:
+            raise problem
         self.issues = DataIssues(cfg.data.on_error, echo=self.echo)
         self._val_cache = {} if cfg.data.cache else None
         self._setup_data()
         self._setup_model()
+
+    def _prepare_run_folder(self) -> Optional[Video3DZooError]:
+        """Rank 0, before anything is written: refuse to clobber a run, check what --resume would
+        continue from, then write train_config.json.  Returns the error for every rank to raise."""
+        cfg = self.cfg
+        try:
+            if self.ckpt.exists() and not self.resume and not cfg.output.overwrite:
+                raise TrainConfigError(f"{self.run} already holds a run (checkpoints/last.pt): resume it with "
+                                       "--resume, or set output.name to another name, or output.overwrite=true "
+                                       "to start afresh")
+            if self.resume and self.ckpt.exists():
+                self._resume_state = self._check_resume(self.ckpt.load_last())
+            try:
+                self.run.mkdir(parents=True, exist_ok=True)
+                cfg.save(self.run / "train_config.json")
+            except OSError as exc:
+                raise TrainConfigError(f"output.dir / output.name: cannot write the run folder {self.run} "
+                                       f"({exc})") from exc
+        except Video3DZooError as exc:
+            return exc
+        return None
+
+    def _check_resume(self, state: Dict[str, Any]) -> Dict[str, Any]:
+        changes = check_resumable(state, self.cfg, self.ckpt.last, self.accept_config_changes)
+        if changes:
+            self.echo(f"resuming with config changes (accepted): {describe_changes(changes)}")
+        return state
 
     def _setup_data(self) -> None:
         cfg, info = self.cfg, self.info
@@ -204,9 +157,20 @@ class Trainer:
         self.echo(f"train: {describe_counts(self.train_videos)}; val: {describe_counts(self.val_videos)}"
                   + (f"; {self.issues.summary()}" if self.issues.total else ""))
 
-    def _setup_model(self) -> None:
+    def _create_model(self, pretrained: Any, num_classes: int) -> nn.Module:
         from ..api import create_model
 
+        mc = self.cfg.model
+        try:
+            return create_model(mc.name, pretrained=pretrained or None, num_classes=num_classes,
+                                in_chans=mc.in_chans, **mc.arch_kwargs)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            if not mc.arch_kwargs or isinstance(exc, CheckpointError):  # not about the arguments
+                raise
+            raise TrainConfigError(f"model.arch_kwargs = {mc.arch_kwargs!r}: {mc.name} cannot be built with "
+                                   f"them ({exc})") from exc
+
+    def _setup_model(self) -> None:
         cfg, info = self.cfg, self.info
         mc = cfg.model
         num_classes = mc.num_classes or len(self.labels)
@@ -216,8 +180,7 @@ class Trainer:
         pretrained: Any = mc.pretrained
         if pretrained in ("default", "true"):
             pretrained = True
-        model = create_model(mc.name, pretrained=pretrained or None, num_classes=num_classes,
-                             in_chans=mc.in_chans, **mc.arch_kwargs)
+        model = self._create_model(pretrained, num_classes)
         spec = model.config.input_spec
         if mc.input_preset:
             spec = input_preset(mc.input_preset)
@@ -283,13 +246,19 @@ class Trainer:
         }
 
     def save(self, epoch: int, step: int, best: bool = False) -> None:
+        self.guard.require_finite(self.bare, "write a checkpoint with non-finite weights")  # collective
         self.rng_states = gather_rng(self.info)  # collective: every rank calls it
         if self.info.is_main:
             self.ckpt.save(self.state(epoch, step), best=best)
+        self.guard.saved_at(epoch, step, self.global_step)
 
     def load(self, state: Dict[str, Any]) -> Tuple[int, int]:
         self.bare.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        o = self.cfg.optim  # the checkpoint's hyperparameters give way to the config's (equal unless changed)
+        for group, base_lr in zip(self.optimizer.param_groups, self.schedule.base_lrs):
+            group.update(momentum=o.momentum, dampening=o.dampening, weight_decay=o.weight_decay,
+                         nesterov=o.nesterov, initial_lr=base_lr)
         self.schedule.load_state_dict(state["schedule"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -300,6 +269,7 @@ class Trainer:
         self.epoch_stats = torch.tensor(state["epoch_stats"], dtype=torch.float64)
         self.best = dict(state["best"])
         self._elapsed_before = float(state["elapsed_s"])
+        self.guard.saved_at(int(state["epoch"]), int(state["step_in_epoch"]), self.global_step)
         for kind, n in state.get("data_issues", {}).items():
             self.issues.counts[kind] = max(self.issues.counts.get(kind, 0), int(n))
         return int(state["epoch"]), int(state["step_in_epoch"])
@@ -319,7 +289,8 @@ class Trainer:
         self.rng_states: List[Any] = []
         start_epoch, start_step = 0, 0
         if self.resume and self.ckpt.exists():
-            start_epoch, start_step = self.load(self.ckpt.load_last())
+            state, self._resume_state = self._resume_state or self.ckpt.load_last(), None
+            start_epoch, start_step = self.load(state)
             self.echo(f"resumed {self.run} at epoch {start_epoch + 1}, step {start_step} "
                       f"(global step {self.global_step})")
         elif self.resume:
@@ -380,22 +351,24 @@ class Trainer:
                 else:
                     scaled.backward()
             with torch.no_grad():
-                self.epoch_stats += torch.tensor([float(loss) * len(y), float((logits.argmax(1) == y).sum()),
+                loss_value = float(loss)
+                self.guard.note_loss(loss_value)
+                self.epoch_stats += torch.tensor([loss_value * len(y), float((logits.argmax(1) == y).sum()),
                                                   float(len(y))], dtype=torch.float64)
             micro += 1
             if not last_micro:
                 continue
             micro = 0
-            self._optimizer_step()
             step += 1
             self.global_step += 1
+            self._optimizer_step(epoch, step)
             if bar is not None:
                 seen = max(1.0, float(self.epoch_stats[2]))
                 bar.set_postfix(loss=f"{float(self.epoch_stats[0]) / seen:.3f}",
                                 top1=f"{float(self.epoch_stats[1]) / seen:.3f}", lr=f"{lr:.3g}")
                 bar.update(1)
             if writer is not None and self.global_step % cfg.train.log_every == 0:
-                writer.add_scalar("train/loss_step", float(loss), self.global_step)
+                writer.add_scalar("train/loss_step", loss_value, self.global_step)
                 writer.add_scalar("train/lr", lr, self.global_step)
             if kill_after and self.global_step >= kill_after:
                 os.kill(os.getpid(), signal.SIGKILL)  # fault injection (tests): no cleanup, like kill -9
@@ -428,19 +401,22 @@ class Trainer:
                 persistent_workers=workers > 0, prefetch_factor=4 if workers else None)
         return self._loader
 
-    def _optimizer_step(self) -> None:
+    def _optimizer_step(self, epoch: int, step: int) -> None:
+        """One optimizer step (``step``: 1-based in the epoch), then the divergence guard (collective)."""
         clip = self.cfg.optim.clip_grad_norm
+        params = [p for p in self.bare.parameters() if p.requires_grad]
         if self.scaler is not None:
             if clip:
                 self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_([p for p in self.bare.parameters() if p.requires_grad], clip)
-            self.scaler.step(self.optimizer)
+                nn.utils.clip_grad_norm_(params, clip)
+            self.scaler.step(self.optimizer)  # skips a step with non-finite gradients by itself
             self.scaler.update()
-        else:
+        elif self.guard.grads_finite(params):  # a step with non-finite gradients is never applied
             if clip:
-                nn.utils.clip_grad_norm_([p for p in self.bare.parameters() if p.requires_grad], clip)
+                nn.utils.clip_grad_norm_(params, clip)
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self.guard.after_step(self.bare, epoch, step, self.sampler.steps_per_epoch, self.global_step)
 
     def _validate(self) -> Dict[str, Any]:
         cfg = self.cfg
@@ -520,6 +496,8 @@ class Trainer:
             weights = self.ckpt.load_best_weights() if info.is_main else None
             weights = broadcast_object(weights, info)
             self.bare.load_state_dict(weights)
+        self.guard.require_finite(self.bare, f"export non-finite weights to {export_dir}",
+                                  keeps=f"{export_dir} was left as it was")  # collective
         metrics: Dict[str, Any] = {}
         if cfg.output.final_eval:
             result = predict_videos(self.bare, self.val_videos, dataclasses.replace(self.eval_sampling, val_clips=0),
@@ -566,15 +544,18 @@ class Trainer:
 
 
 def train(config_path: Union[str, Path, TrainConfig, None] = None, overrides: Sequence[str] = (), *,
-          resume: bool = False) -> Path:
+          resume: bool = False, accept_config_changes: bool = False) -> Path:
     """Train from a TOML/JSON config (``--set``-style ``overrides``); returns the run folder.
 
     ``resume=True`` continues the run in the config's run folder from ``checkpoints/last.pt``
-    (starting afresh if there is none).  Under ``torchrun`` every process calls this; rank 0
-    writes the files.
+    (starting afresh if there is none); a config that differs from the checkpoint's (other than
+    the keys in :data:`~video3d_zoo.train.config.RESUME_SAFE`) raises :class:`TrainConfigError`
+    listing the changes, unless ``accept_config_changes=True``.  A non-finite loss, gradient or
+    weight raises :class:`~video3d_zoo.errors.TrainingDivergedError` before anything non-finite is
+    saved.  Under ``torchrun`` every process calls this; rank 0 writes the files.
     """
     config = load_config(config_path, overrides)
-    trainer = Trainer(config, resume=resume)
+    trainer = Trainer(config, resume=resume, accept_config_changes=accept_config_changes)
     # process-wide settings the run changes, restored afterwards for library callers
     saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
              torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.deterministic,
@@ -590,10 +571,11 @@ def train(config_path: Union[str, Path, TrainConfig, None] = None, overrides: Se
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m video3d_zoo.train CONFIG [--set key=value ...] [--resume]``."""
-    import argparse
+    """``python -m video3d_zoo.train CONFIG [--set key=value ...] [--resume [--accept-config-changes]]``.
 
-    from ..errors import Video3DZooError
+    A user error (bad config, bad value, unreadable data, a diverged run) ends as one line on stderr
+    and exit status 2."""
+    import argparse
 
     p = argparse.ArgumentParser(prog="video3d-zoo train",
                                 description="train a model from a TOML / JSON config (see configs/)")
@@ -601,15 +583,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set optim.lr=0.01 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the run from its checkpoints/last.pt")
+    p.add_argument("--accept-config-changes", action="store_true",
+                   help="with --resume: continue even though the config differs from the checkpoint's "
+                        "(the differences are listed either way)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     args = p.parse_args(argv)
+    if args.accept_config_changes and not args.resume:
+        p.error("--accept-config-changes only applies with --resume")
     try:
         if args.print_config:
             print(load_config(args.config, args.overrides).to_json())
             return 0
-        run_dir = train(args.config, args.overrides, resume=args.resume)
+        run_dir = train(args.config, args.overrides, resume=args.resume,
+                        accept_config_changes=args.accept_config_changes)
     except (Video3DZooError, DataError) as exc:
-        print(f"video3d-zoo train: error: {exc}", file=sys.stderr)
+        print(f"video3d-zoo train: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) == 0:
         print(run_dir)
