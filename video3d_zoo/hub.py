@@ -17,7 +17,8 @@
    nothing is left in the cache.
 5. **Verify** the full sha256 (hashed in 8 MiB chunks) and size against the manifest.  A
    mismatch raises :class:`~video3d_zoo.errors.IntegrityError` naming both hashes, after the
-   blob and its snapshot link are removed from the cache, so the bad file is never trusted.
+   snapshot link is removed from the cache (and the blob, unless another revision's snapshot
+   links to the same content), so the bad file is never trusted.
 
 Environment (read at call time, not import time: huggingface_hub reads its own constants once,
 when it is imported, so the endpoint and cache folder are passed to it explicitly):
