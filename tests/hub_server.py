@@ -15,7 +15,8 @@ Switches inject failures: ``status`` (answer every request with that HTTP code),
 ``delay`` (seconds before answering HEAD: a timeout), ``chunk_delay`` (seconds between body
 chunks: a slow transfer), ``cut_body_once`` (close the connection half-way through the next GET
 body), ``tamper`` (flip one byte of every body while advertising the original ETag and size),
-``truncate_to`` (serve only that many bytes, consistently advertised).  ``requests`` records
+``truncate_to`` (serve only that many bytes, consistently advertised), ``extra_body`` (that many
+more bytes in every GET body than HEAD advertises: an oversize download).  ``requests`` records
 ``(method, path)`` of every request; ``count`` is their number.
 """
 
@@ -52,6 +53,7 @@ class HubServer:
         self.cut_body_once = False
         self.tamper = False
         self.truncate_to: Optional[int] = None
+        self.extra_body = 0
         self._lock = threading.Lock()
         self._httpd: Optional[ThreadingHTTPServer] = None
         self._thread: Optional[threading.Thread] = None
@@ -72,6 +74,7 @@ class HubServer:
         self.status, self.delay, self.chunk_delay = None, 0.0, 0.0
         self.cut_body_once = self.tamper = False
         self.truncate_to = None
+        self.extra_body = 0
 
     @property
     def count(self) -> int:
@@ -162,6 +165,8 @@ class _Handler(BaseHTTPRequestHandler):
         status, headers, data = hub.lookup(unquote(match["repo"]), unquote(match["rev"]), unquote(match["file"]))
         if status != 200:
             return self._reply(status, headers, b"", head)
+        if hub.extra_body and not head:
+            data = data + b"\0" * hub.extra_body
         start = 0
         rng = self.headers.get("Range")
         if rng and not head:

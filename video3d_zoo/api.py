@@ -28,7 +28,7 @@ def split_name(name: str):
 
 
 def create_model(name: str, pretrained: PretrainedArg = None, num_classes: Optional[int] = None,
-                 in_chans: int = 3, **kwargs: Any) -> nn.Module:
+                 in_chans: int = 3, allow_nonfinite: bool = False, **kwargs: Any) -> nn.Module:
     """Build a registered model, optionally with pretrained weights.
 
     Args:
@@ -42,6 +42,9 @@ def create_model(name: str, pretrained: PretrainedArg = None, num_classes: Optio
             kept and the head is freshly initialised.  Default: 400 (or the weights' own).
         in_chans: input channels; pretrained RGB stems are adapted
             (:func:`video3d_zoo.layers.adapt_input_conv`).
+        allow_nonfinite: load pretrained weights even if they hold NaN / inf values or negative
+            BatchNorm running variances (refused by default: such weights give wrong answers).
+            A loading option only: it never reaches the architecture builder.
         **kwargs: architecture arguments (e.g. ``shortcut_type="A"``, ``drop_rate=0.2``).
 
     The returned model carries ``model.config`` (a :class:`~video3d_zoo.config.ModelConfig`).
@@ -51,7 +54,8 @@ def create_model(name: str, pretrained: PretrainedArg = None, num_classes: Optio
             raise ConfigError(f"{name!r} names its weights; pretrained={pretrained!r} cannot select others")
         from .resolve import load_model
 
-        return load_model(name, num_classes=num_classes, in_chans=None if in_chans == 3 else in_chans, **kwargs)
+        return load_model(name, num_classes=num_classes, in_chans=None if in_chans == 3 else in_chans,
+                          allow_nonfinite=allow_nonfinite, **kwargs)
     canonical, tag = split_name(name)
     if tag is not None and pretrained in (None, False):
         pretrained = None
@@ -65,7 +69,7 @@ def create_model(name: str, pretrained: PretrainedArg = None, num_classes: Optio
     from .weights import load_pretrained
 
     return load_pretrained(canonical, pretrained, num_classes=num_classes, in_chans=in_chans,
-                           arch_kwargs=kwargs)
+                           arch_kwargs=kwargs, allow_nonfinite=allow_nonfinite)
 
 
 def _random_model(name: str, num_classes: Optional[int], in_chans: int, kwargs: Dict[str, Any]) -> nn.Module:

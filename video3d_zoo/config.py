@@ -35,6 +35,28 @@ def _triple(name: str, value: Any) -> Tuple[float, float, float]:
     return out  # type: ignore[return-value]
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"the literal {name} is not allowed: every number must be finite")
+
+
+def loads_finite(text: str) -> Any:
+    """``json.loads`` that refuses the ``NaN`` / ``Infinity`` / ``-Infinity`` literals (Python's json
+    accepts them by default).  Raises :class:`json.JSONDecodeError` or :class:`ValueError`; a number
+    too large for a float (``1e999``) still parses as inf and is caught by the field checks."""
+    return json.loads(text, parse_constant=_refuse_constant)
+
+
+def nonfinite_fields(value: Any, where: str) -> list:
+    """``where.key[i]...`` of every float inside ``value`` (nested objects and lists) that is NaN or inf."""
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [where]
+    if isinstance(value, Mapping):
+        return [p for k, v in value.items() for p in nonfinite_fields(v, f"{where}.{k}")]
+    if isinstance(value, (list, tuple)):
+        return [p for i, v in enumerate(value) for p in nonfinite_fields(v, f"{where}[{i}]")]
+    return []
+
+
 def _positive_int(owner: str, name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{owner}.{name}: expected a positive integer, got {value!r}")
@@ -69,8 +91,10 @@ class InputSpec:
         else:
             resize = _positive_int("input_spec", "resize", resize)
         object.__setattr__(self, "resize", resize)
-        if not isinstance(self.value_scale, (int, float)) or self.value_scale <= 0:
-            raise ConfigError(f"input_spec.value_scale: expected a positive number, got {self.value_scale!r}")
+        scale = self.value_scale
+        if (isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale)
+                or scale <= 0):  # `inf > 0` holds, so finiteness is checked on its own
+            raise ConfigError(f"input_spec.value_scale: expected a positive finite number, got {scale!r}")
         object.__setattr__(self, "value_scale", float(self.value_scale))
         object.__setattr__(self, "mean", _triple("mean", self.mean))
         std = _triple("std", self.std)
@@ -132,6 +156,9 @@ class ModelConfig:
         _positive_int("config", "in_chans", self.in_chans)
         if not isinstance(self.arch_kwargs, Mapping):
             raise ConfigError(f"config.arch_kwargs: expected an object, got {self.arch_kwargs!r}")
+        bad = nonfinite_fields(dict(self.arch_kwargs), "config.arch_kwargs")
+        if bad:
+            raise ConfigError(f"{', '.join(bad)}: expected a finite number, got NaN or infinity")
         object.__setattr__(self, "arch_kwargs", dict(self.arch_kwargs))
         if isinstance(self.input_spec, Mapping):
             object.__setattr__(self, "input_spec", InputSpec.from_dict(self.input_spec))
@@ -168,8 +195,8 @@ class ModelConfig:
     @classmethod
     def from_json(cls, text: str, where: str = "config.json") -> "ModelConfig":
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
+            data = loads_finite(text)
+        except ValueError as exc:  # JSONDecodeError is a ValueError too
             raise ConfigError(f"{where}: not valid JSON ({exc})") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: expected a JSON object, got {type(data).__name__}")

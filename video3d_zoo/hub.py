@@ -12,10 +12,13 @@
    file, revision and endpoint and what to do.  A size or sha256 (ETag) that disagrees with the
    manifest is refused before any byte is downloaded.
 4. **Download** with ``huggingface_hub.hf_hub_download(revision=<pinned commit>)``: its cache,
-   file locks, atomic moves and progress bar.
+   file locks, atomic moves and progress bar.  The body may not exceed the manifest's size: the
+   transfer stops at the first chunk past it (an :class:`~video3d_zoo.errors.IntegrityError`) and
+   nothing is left in the cache.
 5. **Verify** the full sha256 (hashed in 8 MiB chunks) and size against the manifest.  A
    mismatch raises :class:`~video3d_zoo.errors.IntegrityError` naming both hashes, after the
-   blob and its snapshot link are removed from the cache, so the bad file is never trusted.
+   snapshot link is removed from the cache (and the blob, unless another revision's snapshot
+   links to the same content), so the bad file is never trusted.
 
 Environment (read at call time, not import time: huggingface_hub reads its own constants once,
 when it is imported, so the endpoint and cache folder are passed to it explicitly):
@@ -180,15 +183,13 @@ def _repo_folder(repo_id: str) -> str:
 
 
 def remove_cached(repo_id: str, filename: str, revision: str, cache: Optional[Path] = None) -> None:
-    """Delete a cached file of one commit: its snapshot entry and the blob it points to."""
+    """Delete a cached file of one commit: its snapshot entry always, and the blob it points to
+    unless another snapshot link of the same repository still uses it (two revisions with the same
+    content share one blob; a wrong sha256 in one manifest entry must not break the other)."""
     cache = Path(cache or cache_dir())
     storage = cache / _repo_folder(repo_id)
     pointer = storage / "snapshots" / revision / Path(*filename.split("/"))
-    blob: Optional[Path] = None
-    if pointer.is_symlink():
-        target = os.readlink(pointer)
-        blob = (pointer.parent / target) if not os.path.isabs(target) else Path(target)
-        blob = Path(os.path.normpath(blob))
+    blob = _link_target(pointer) if pointer.is_symlink() else None
     with contextlib.ExitStack() as stack:
         if blob is not None:
             lock_path = cache / ".locks" / _repo_folder(repo_id) / f"{blob.name}.lock"
@@ -199,10 +200,28 @@ def remove_cached(repo_id: str, filename: str, revision: str, cache: Optional[Pa
                 stack.enter_context(WeakFileLock(str(lock_path)))
             except (ImportError, OSError):  # pragma: no cover - locking is best effort here
                 pass
-        for path in (pointer, blob):
-            if path is not None and (path.is_symlink() or path.exists()):
-                path.unlink()
-                logger.info("removed %s from the huggingface_hub cache", path)
+        if pointer.is_symlink() or pointer.exists():
+            pointer.unlink()
+            logger.info("removed %s from the huggingface_hub cache", pointer)
+        if blob is not None and (blob.is_symlink() or blob.exists()):
+            users = _links_to(storage / "snapshots", blob)
+            if users:
+                logger.info("kept %s: still linked from %s", blob, ", ".join(map(str, users[:3])))
+            else:
+                blob.unlink()
+                logger.info("removed %s from the huggingface_hub cache", blob)
+
+
+def _link_target(link: Path) -> Path:
+    target = os.readlink(link)
+    return Path(os.path.normpath(target if os.path.isabs(target) else link.parent / target))
+
+
+def _links_to(snapshots: Path, blob: Path) -> list:
+    """Snapshot symlinks (any revision, any file) that point to ``blob``."""
+    if not snapshots.is_dir():
+        return []
+    return [p for p in snapshots.rglob("*") if p.is_symlink() and _link_target(p) == blob]
 
 
 # -- the download --------------------------------------------------------------------------------
@@ -343,10 +362,15 @@ def download(location: Any = None, *, repo_id: Optional[str] = None, filename: O
         raise IntegrityError(f"{what}: sha256 mismatch - expected {sha256}, the server reports {etag}; "
                              "not downloaded")
 
-    # 4. the download itself (huggingface_hub's cache, locks and progress bar)
+    # 4. the download itself (huggingface_hub's cache, locks and progress bar), capped at the manifest size
     try:
         path = hf_hub_download(repo_id, filename, revision=revision, cache_dir=str(cache), endpoint=where,
-                               etag_timeout=timeout, library_name="video3d_zoo", library_version=_version())
+                               etag_timeout=timeout, library_name="video3d_zoo", library_version=_version(),
+                               tqdm_class=_capped_progress(size))
+    except OversizeBody as exc:
+        raise IntegrityError(f"{what}: the server sent more than the {size} bytes the manifest states "
+                             f"({exc.received} received); the transfer was stopped and nothing was kept in the "
+                             f"cache {cache}") from None
     except Exception as exc:  # every failure of the transfer itself is a DownloadError
         raise DownloadError(f"cannot download {what}: {exc.__class__.__name__}: {exc}. Nothing was kept in the "
                             f"cache {cache}; try again") from exc
@@ -359,6 +383,37 @@ def download(location: Any = None, *, repo_id: Optional[str] = None, filename: O
         raise IntegrityError(f"{exc}. The downloaded file was refused and removed from the cache {cache}; "
                              "nothing was loaded") from None
     return Path(path)
+
+
+class OversizeBody(Exception):
+    """Raised from the progress callback when a body grows past the manifest's size."""
+
+    def __init__(self, received: int) -> None:
+        super().__init__(received)
+        self.received = received
+
+
+def _capped_progress(limit: int):
+    """A huggingface_hub progress-bar class that stops the transfer once more than ``limit`` bytes came.
+
+    huggingface_hub calls ``update(len(chunk))`` *before* writing each chunk, so raising there
+    keeps an oversize (or endless) body off the disk; its own clean-up then deletes the
+    temporary file.  The count is kept here because a disabled tqdm does not count.
+    """
+    from huggingface_hub.utils import tqdm as hf_tqdm
+
+    class CappedProgress(hf_tqdm):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.received = int(kwargs.get("initial") or 0)
+
+        def update(self, n: Any = 1) -> Any:
+            self.received += int(n or 0)  # negative on a restarted transfer
+            if self.received > limit:
+                raise OversizeBody(self.received)
+            return super().update(n)
+
+    return CappedProgress
 
 
 def _version() -> str:

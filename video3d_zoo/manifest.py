@@ -25,11 +25,12 @@ import json
 import math
 import os
 import re
+import stat as stat_module
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
-from .config import InputSpec, ModelConfig
+from .config import InputSpec, ModelConfig, loads_finite, nonfinite_fields
 from .errors import ConfigError, ManifestError, UnknownModelError, WeightsNotFoundError
 from .registry import MODELS, _ensure_models_imported, get_model_spec
 
@@ -421,6 +422,8 @@ def _parse_entry(raw: Any, index: int, problems: _Problems) -> Optional[WeightsE
     if not isinstance(arch_kwargs, Mapping):
         problems.add(f.at("arch_kwargs"), f"expected an object, got {_type_name(arch_kwargs)}")
         arch_kwargs = {}
+    for bad in nonfinite_fields(dict(arch_kwargs), f.at("arch_kwargs")):
+        problems.add(bad, "expected a finite number, got NaN or infinity")
     input_spec = None
     if "input_spec" in f.data:
         try:
@@ -619,20 +622,31 @@ def manifest_path(path: Union[str, os.PathLike, None] = None) -> Path:
 def load_manifest(path: Union[str, os.PathLike, None] = None) -> Manifest:
     """Load and validate a manifest (see :func:`manifest_path` for which); cached per file version."""
     target = manifest_path(path)
+    origin = ("the path argument" if path is not None
+              else f"${MANIFEST_ENV}" if os.environ.get(MANIFEST_ENV) else "the package")
     try:
         stat = target.stat()
     except OSError as exc:
-        origin = ("the path argument" if path is not None
-                  else f"${MANIFEST_ENV}" if os.environ.get(MANIFEST_ENV) else "the package")
         raise ManifestError(f"{target}: cannot read the weights manifest (from {origin}): {exc}") from exc
+    if not stat_module.S_ISREG(stat.st_mode):  # checked before opening: a FIFO would block the read forever
+        kind = "a folder" if stat_module.S_ISDIR(stat.st_mode) else "not a regular file (a pipe, socket or device)"
+        raise ManifestError(f"{target}: the weights manifest (from {origin}) is {kind}; expected a JSON file "
+                            f"such as {MANIFEST_NAME}")
     key = (str(target.resolve()), stat.st_mtime_ns, stat.st_size)
     if key not in _CACHE:
-        try:
-            data = json.loads(target.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ManifestError(f"{target}: not valid JSON ({exc})") from exc
-        _CACHE[key] = parse_manifest(data, path=str(target))
+        _CACHE[key] = parse_manifest(_read_json(target, origin), path=str(target))
     return _CACHE[key]
+
+
+def _read_json(target: Path, origin: str) -> Any:
+    try:
+        text = target.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{target}: cannot read the weights manifest (from {origin}): {exc}") from exc
+    try:
+        return loads_finite(text)
+    except ValueError as exc:  # JSONDecodeError, or a NaN / Infinity literal
+        raise ManifestError(f"{target}: not valid JSON ({exc})") from exc
 
 
 def list_pretrained(pattern: str = "*", manifest: Optional[Manifest] = None) -> List[str]:

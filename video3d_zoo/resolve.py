@@ -93,17 +93,18 @@ def parse_model_ref(ref: Any) -> ModelRef:
 
 
 def load_model(ref: Any, *, pretrained: bool = True, num_classes: Optional[int] = None,
-               in_chans: Optional[int] = None, **kwargs: Any) -> nn.Module:
+               in_chans: Optional[int] = None, allow_nonfinite: bool = False, **kwargs: Any) -> nn.Module:
     """The model ``ref`` names, ready in eval mode (see the module docstring for the rules).
 
     ``pretrained=False`` is only meaningful for a bare registered name (random weights).
     ``num_classes`` / ``in_chans`` adapt the head / stem as in
     :func:`~video3d_zoo.weights.from_pretrained`; ``kwargs`` go to
     :func:`~video3d_zoo.api.create_model` for registered names, and are refused for files.
+    ``allow_nonfinite=True`` loads weights holding NaN / inf (refused by default).
     """
     parsed = parse_model_ref(ref)
     if parsed.kind == "name":
-        return _load_named(parsed, pretrained, num_classes, in_chans, kwargs)
+        return _load_named(parsed, pretrained, num_classes, in_chans, dict(kwargs, allow_nonfinite=allow_nonfinite))
     if not pretrained:
         raise ConfigError(f"{parsed.describe()} is a checkpoint; pretrained=False only applies to a model name")
     if kwargs:
@@ -114,7 +115,8 @@ def load_model(ref: Any, *, pretrained: bool = True, num_classes: Optional[int] 
     if parsed.kind == "path" and not parsed.path.exists():
         raise ConfigError(f"{parsed.path}: no such checkpoint file or folder")
     source = parsed.text if parsed.kind == "hf-hub" else parsed.path
-    return from_pretrained(source, num_classes=num_classes, in_chans=in_chans).eval()
+    return from_pretrained(source, num_classes=num_classes, in_chans=in_chans,
+                           allow_nonfinite=allow_nonfinite).eval()
 
 
 def _load_named(parsed: ModelRef, pretrained: bool, num_classes, in_chans, kwargs) -> nn.Module:

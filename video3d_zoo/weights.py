@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import stat
 import tempfile
 import zipfile
 from pathlib import Path
@@ -28,6 +29,7 @@ from .convert import ConvertedCheckpoint, convert_checkpoint
 from .errors import CheckpointError, ConfigError, UnsafeCheckpointError, WeightsNotFoundError
 from .layers import adapt_input_conv
 from .registry import get_model_spec
+from .tensor_checks import check_finite, check_materialised_size, compact_state_dict
 
 PathLike = Union[str, os.PathLike]
 WEIGHTS_NAME = "model.safetensors"
@@ -40,17 +42,26 @@ _STEM_KEYS = ("conv1.weight", "conv1_s.weight", "features.conv1.weight")
 def read_checkpoint(path: PathLike) -> Tuple[Any, Optional[ModelConfig]]:
     """Load a checkpoint file or zoo folder: ``(object, config or None)``."""
     path = Path(path)
-    if path.is_dir():
+    kind = _file_kind(path)
+    if kind == "folder":
         weights = path / WEIGHTS_NAME
-        if not weights.is_file():
-            raise CheckpointError(f"{path}: folder has no {WEIGHTS_NAME}")
+        if _file_kind(weights) != "file":
+            raise CheckpointError(f"{path}: a folder without a readable {WEIGHTS_NAME} file "
+                                  f"({_file_kind(weights)}); expected a zoo folder ({WEIGHTS_NAME} + "
+                                  f"{CONFIG_NAME}) or a checkpoint file")
         sd, embedded = read_safetensors(weights)
         config_file = path / CONFIG_NAME
-        config = (ModelConfig.from_json(config_file.read_text(encoding="utf-8"), str(config_file))
-                  if config_file.is_file() else embedded)
+        config_kind = _file_kind(config_file)
+        if config_kind not in ("file", "missing"):
+            raise CheckpointError(f"{config_file}: expected a JSON file, found a {config_kind}")
+        config = (ModelConfig.from_json(_read_text(config_file), str(config_file))
+                  if config_kind == "file" else embedded)
         return sd, config
-    if not path.is_file():
+    if kind == "missing":
         raise CheckpointError(f"{path}: no such checkpoint file or folder")
+    if kind != "file":
+        raise CheckpointError(f"{path}: expected a checkpoint file or folder, found a {kind}; not read "
+                              "(reading a pipe or device could block or never end)")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: the file is empty (an interrupted download?)")
     if path.suffix == ".safetensors" or _looks_like_safetensors(path):
@@ -58,10 +69,42 @@ def read_checkpoint(path: PathLike) -> Tuple[Any, Optional[ModelConfig]]:
     return read_pickle(path), None
 
 
+def _file_kind(path: Path) -> str:
+    """``file``, ``folder``, ``missing`` or what else it is - from stat, without opening it."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot access it ({exc.strerror or exc})") from exc
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "folder"
+    if stat.S_ISFIFO(mode):
+        return "FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    return "device file" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special file"
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: cannot read it as UTF-8 text ({exc})") from exc
+
+
 def _looks_like_safetensors(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        head = fh.read(9)
-    return len(head) == 9 and head[8:9] == b"{"
+    return len(head := _head_bytes(path, 9)) == 9 and head[8:9] == b"{"
+
+
+def _head_bytes(path: Path, n: int) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(n)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
 
 
 def read_safetensors(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Optional[ModelConfig]]:
@@ -80,8 +123,7 @@ def read_safetensors(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Optional[
 
 def read_pickle(path: PathLike) -> Any:
     path = Path(path)
-    with open(path, "rb") as fh:
-        head = fh.read(64).lstrip().lower()
+    head = _head_bytes(path, 64).lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html", b"<")):
         raise CheckpointError(f"{path}: this is an HTML page, not a checkpoint (a failed download from a "
                               "file-sharing site?)")
@@ -165,17 +207,27 @@ def check_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], what: str
 
 
 def load_converted(converted: ConvertedCheckpoint, num_classes: Optional[int] = None,
-                   in_chans: Optional[int] = None) -> nn.Module:
+                   in_chans: Optional[int] = None, allow_nonfinite: bool = False) -> nn.Module:
     """Build the model a converted checkpoint describes and load it strictly.
 
     ``num_classes`` different from the checkpoint's keeps the backbone and gives a freshly
     initialised head; ``in_chans`` different from 3 adapts the stem (see
     :func:`~video3d_zoo.layers.adapt_input_conv`).
+
+    Refused with :class:`CheckpointError`, before anything large is allocated: tensors that
+    would take far more memory than their source (see :mod:`video3d_zoo.tensor_checks`); and
+    NaN / inf values or negative BatchNorm running variances unless ``allow_nonfinite=True``.
     """
     config = converted.config
+    what = (f"{converted.origin}: " if converted.origin else "") + \
+        f"checkpoint for {config.architecture} ({converted.layout} layout)"
     sd = dict(converted.state_dict)
+    check_materialised_size(sd, converted.source_bytes, what)
     model = build_empty(config)
-    check_state_dict(model, sd, f"checkpoint for {config.architecture} ({converted.layout} layout)")
+    check_state_dict(model, sd, what)
+    sd = compact_state_dict(sd)  # views and expanded tensors become real, owned tensors
+    if not allow_nonfinite:
+        check_finite(sd, what)
     model.load_state_dict(sd, strict=True, assign=True)
     model.eval()
     if in_chans is not None and in_chans != config.in_chans:
@@ -203,30 +255,34 @@ def _adapt_stem(model: nn.Module, in_chans: int) -> None:
 
 
 def from_pretrained(source: Union[PathLike, Mapping[str, Any]], num_classes: Optional[int] = None,
-                    in_chans: Optional[int] = None) -> nn.Module:
+                    in_chans: Optional[int] = None, allow_nonfinite: bool = False) -> nn.Module:
     """A ready model (eval mode) from a zoo checkpoint, an original 3D-ResNets-PyTorch checkpoint
     (2017 or 2020 release) or a torchvision video ResNet state dict - no architecture needed.
 
     ``source`` is a path (file or folder), an already loaded checkpoint object, or an
-    ``hf-hub:ORG/REPO[@REVISION]`` reference to a Hub repository holding a zoo folder.
+    ``hf-hub:ORG/REPO[@REVISION]`` reference to a Hub repository holding a zoo folder.  Weights
+    with NaN / inf or negative running variances are refused unless ``allow_nonfinite=True``.
     """
+    hub_ref = None
     if isinstance(source, str) and source.startswith("hf-hub:"):
         from .resolve import fetch_hub_folder, parse_model_ref
 
-        ref = parse_model_ref(source)
-        model = load_converted(convert_source(fetch_hub_folder(ref.repo_id, ref.revision)),
-                               num_classes=num_classes, in_chans=in_chans)
-        model.config = model.config.replace(source=ref.describe())
-        return model
-    return load_converted(convert_source(source), num_classes=num_classes, in_chans=in_chans)
+        hub_ref = parse_model_ref(source)
+        source = fetch_hub_folder(hub_ref.repo_id, hub_ref.revision)
+    model = load_converted(convert_source(source), num_classes=num_classes, in_chans=in_chans,
+                           allow_nonfinite=allow_nonfinite)
+    if hub_ref is not None:
+        model.config = model.config.replace(source=hub_ref.describe())
+    return model
 
 
 def load_pretrained(name: str, pretrained: Any, num_classes: Optional[int] = None, in_chans: int = 3,
-                    arch_kwargs: Optional[Mapping[str, Any]] = None) -> nn.Module:
+                    arch_kwargs: Optional[Mapping[str, Any]] = None, allow_nonfinite: bool = False) -> nn.Module:
     """The one path from ``create_model(name, pretrained=...)`` to a loaded model.
 
     ``pretrained`` is a local path (file or folder) or, through the weights manifest,
-    ``True`` (the model's default weights), a tag or an alias.
+    ``True`` (the model's default weights), a tag or an alias.  ``allow_nonfinite``: see
+    :func:`load_converted`.
     """
     if _is_local_path(pretrained):
         converted = convert_source(pretrained)
@@ -238,7 +294,7 @@ def load_pretrained(name: str, pretrained: Any, num_classes: Optional[int] = Non
     if arch_kwargs:
         merged = {**converted.config.arch_kwargs, **arch_kwargs}
         converted.config = converted.config.replace(arch_kwargs=merged)
-    return load_converted(converted, num_classes=num_classes, in_chans=in_chans)
+    return load_converted(converted, num_classes=num_classes, in_chans=in_chans, allow_nonfinite=allow_nonfinite)
 
 
 def _is_local_path(value: Any) -> bool:
@@ -257,7 +313,13 @@ def convert_source(source: Union[PathLike, Mapping[str, Any]]) -> ConvertedCheck
     converted = convert_checkpoint(obj, filename=Path(source).name)
     if config is not None:
         converted.config = config
+    converted.origin, converted.source_bytes = str(source), _source_size(Path(source))
     return converted
+
+
+def _source_size(path: Path) -> int:
+    """Bytes of the file the tensors were read from (a folder's is its weights file)."""
+    return (path / WEIGHTS_NAME if path.is_dir() else path).stat().st_size
 
 
 # -- manifest entries ----------------------------------------------------------------------------------
@@ -302,15 +364,18 @@ def fetch_converted(name: str, pretrained: Any = True, manifest=None) -> Convert
     else:
         raise WeightsNotFoundError(unpublished_message(entry))
     state_dict, _ = read_checkpoint(path)
-    return ConvertedCheckpoint(state_dict=state_dict, config=entry.to_config(), layout="zoo")
+    return ConvertedCheckpoint(state_dict=state_dict, config=entry.to_config(), layout="zoo",
+                               origin=f"{entry.name} ({path})", source_bytes=Path(path).stat().st_size)
 
 
 # -- writing -------------------------------------------------------------------------------------
 def save_pretrained(model: nn.Module, out_dir: PathLike, config: Optional[ModelConfig] = None) -> Path:
     """Write ``model.safetensors`` (config embedded in its metadata) and ``config.json`` to ``out_dir``.
 
-    Both files are written to temporaries and renamed into place, so an interrupted save never
-    leaves a half-written file where a good one was.
+    Both files are written to temporaries first and renamed into place only once both are
+    complete, so an interrupted or failed save never leaves a half-written file where a good one
+    was.  The tensors are written compactly (each its own contiguous storage, see
+    :func:`~video3d_zoo.tensor_checks.compact_state_dict`).
     """
     from safetensors.torch import save_file
 
@@ -318,13 +383,15 @@ def save_pretrained(model: nn.Module, out_dir: PathLike, config: Optional[ModelC
     if config is None:
         raise ConfigError("save_pretrained needs a ModelConfig (model.config is not set)")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder; save_pretrained writes a folder "
+                          f"({WEIGHTS_NAME} + {CONFIG_NAME}) and does not replace a file")
     out.mkdir(parents=True, exist_ok=True)
-    sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    sd = compact_state_dict({k: v.cpu() for k, v in model.state_dict().items()})
     text = config.to_json()
-    with atomic_path(out / WEIGHTS_NAME) as tmp:
-        save_file(sd, str(tmp), metadata={CONFIG_METADATA_KEY: text, "format": "pt"})
-    with atomic_path(out / CONFIG_NAME) as tmp:
-        tmp.write_text(text + "\n", encoding="utf-8")
+    with atomic_path(out / WEIGHTS_NAME) as weights_tmp, atomic_path(out / CONFIG_NAME) as config_tmp:
+        save_file(sd, str(weights_tmp), metadata={CONFIG_METADATA_KEY: text, "format": "pt"})
+        config_tmp.write_text(text + "\n", encoding="utf-8")
     return out
 
 
@@ -351,9 +418,13 @@ class atomic_path:
             self.tmp.unlink(missing_ok=True)
 
 
-def convert_to_folder(source: PathLike, out_dir: PathLike) -> Path:
-    """``video3d-zoo convert``: any supported checkpoint -> zoo folder (safetensors + config.json)."""
-    model = from_pretrained(source)
+def convert_to_folder(source: PathLike, out_dir: PathLike, allow_nonfinite: bool = False) -> Path:
+    """``video3d-zoo convert``: any supported checkpoint -> zoo folder (safetensors + config.json).
+
+    The checkpoint is read and checked completely before ``out_dir`` is touched, so a refused
+    conversion leaves an existing folder as it was.
+    """
+    model = from_pretrained(source, allow_nonfinite=allow_nonfinite)
     return save_pretrained(model, out_dir)
 
 

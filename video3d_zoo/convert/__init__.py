@@ -32,6 +32,10 @@ class ConvertedCheckpoint:
     state_dict: StateDict
     config: ModelConfig
     layout: str
+    #: where it was read from (a path or URL) and that file's size: the reference of the
+    #: materialised-size rule (:mod:`video3d_zoo.tensor_checks`); None for objects in memory
+    origin: Optional[str] = None
+    source_bytes: Optional[int] = None
 
 
 def detect_layout(obj: Any) -> str:
