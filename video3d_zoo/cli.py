@@ -8,6 +8,7 @@ import math
 import sys
 from typing import Callable, Dict, List, Optional
 
+from .argtypes import MODEL_REF_HELP, int_at_least, positive_float, positive_int
 from .errors import ConfigError, Video3DZooError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -103,36 +104,6 @@ def _model_from_args(args: argparse.Namespace):
 
         model = optimize_for_inference(model, precision=args.precision, device=device, compile=args.compile)
     return model
-
-
-# -- option types: every number is checked by the parser, before any work starts (exit 2) --------------
-def int_at_least(low: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
-        return value
-
-    parse.__name__ = f"integer >= {low}"
-    return parse
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return value
-
-
-positive_int = int_at_least(1)
-MODEL_REF_HELP = ("model: NAME or NAME.TAG (pretrained weights, see list-pretrained), a checkpoint file or "
-                  "folder, or hf-hub:ORG/REPO[@REVISION]")
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:

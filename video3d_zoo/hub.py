@@ -417,12 +417,9 @@ def _capped_progress(limit: int):
 
 
 def _version() -> str:
-    try:
-        from . import __version__
+    from .version import __version__
 
-        return __version__
-    except ImportError:  # pragma: no cover
-        return "0"
+    return __version__
 
 
 __all__ = ["assets_dir", "cache_dir", "download", "endpoint", "offline_mode", "remove_cached", "sha256_file",

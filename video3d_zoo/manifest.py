@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from .config import InputSpec, ModelConfig, loads_finite, nonfinite_fields
 from .errors import ConfigError, ManifestError, UnknownModelError, WeightsNotFoundError
-from .registry import MODELS, _ensure_models_imported, get_model_spec
+from .registry import MODELS, get_model_spec
 
 SCHEMA_VERSION = 1
 MANIFEST_ENV = "VIDEO3D_ZOO_MANIFEST"
@@ -408,7 +408,6 @@ def _parse_entry(raw: Any, index: int, problems: _Problems) -> Optional[WeightsE
         return None
     model = f.str("model")
     if model is not None:
-        _ensure_models_imported()
         if model not in MODELS:
             problems.add(f.at("model"), f"unknown model {model!r}: not a registered name "
                                         "(video3d_zoo.list_models() lists them)")

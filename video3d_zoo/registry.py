@@ -114,12 +114,10 @@ def register_model(
 
 def list_models(pattern: str = "*", include_aliases: bool = False) -> List[str]:
     """Sorted registered model names matching a shell-style ``pattern`` (e.g. ``"resnet3d_*"``)."""
-    _ensure_models_imported()
     return MODELS.names(pattern, include_aliases=include_aliases)
 
 
 def get_model_spec(name: str) -> ModelSpec:
-    _ensure_models_imported()
     return MODELS.spec(name)
 
 
@@ -127,7 +125,3 @@ def build_model(name: str, **kwargs: Any):
     """Build the architecture ``name`` with random initialisation (no weights)."""
     spec = get_model_spec(name)
     return spec.builder(**kwargs)
-
-
-def _ensure_models_imported() -> None:
-    from . import models  # noqa: F401  (importing the package registers every family)

@@ -306,14 +306,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m video3d_zoo.synthetic OUT_DIR [--videos-per-class N] [--seed S] ...``."""
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m video3d_zoo.synthetic", description=__doc__.splitlines()[0])
-    p.add_argument("out_dir")
-    p.add_argument("--videos-per-class", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--frames", type=int, default=32)
-    p.add_argument("--fps", type=int, default=16)
-    p.add_argument("--test-fraction", type=float, default=0.25)
+    from .argtypes import int_at_least, open_fraction, positive_int
+
+    p = argparse.ArgumentParser(prog="video3d-zoo make-synthetic", description=__doc__.splitlines()[0])
+    p.add_argument("out_dir", help="folder to write the data set to")
+    p.add_argument("--videos-per-class", type=positive_int, default=100, help="videos per class (default: 100)")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (default: 0)")
+    p.add_argument("--size", type=int_at_least(16), default=64, help="frame side in pixels (default: 64)")
+    p.add_argument("--frames", type=int_at_least(2), default=32, help="frames per video (default: 32)")
+    p.add_argument("--fps", type=positive_int, default=16, help="frame rate (default: 16)")
+    p.add_argument("--test-fraction", type=open_fraction, default=0.25,
+                   help="share of each class in the test split, between 0 and 1 (default: 0.25)")
     args = p.parse_args(argv)
     out = make_synthetic(args.out_dir, args.videos_per_class, args.seed, size=args.size, frames=args.frames,
                          fps=args.fps, test_fraction=args.test_fraction, progress=True)

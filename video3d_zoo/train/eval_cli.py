@@ -17,7 +17,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from ..cli import MODEL_REF_HELP, int_at_least, positive_float, positive_int
+from ..argtypes import MODEL_REF_HELP, int_at_least, positive_float, positive_int
 from ..io.protocol import ClipProtocol
 from .eval_splits import EVAL_FORMATS
 
