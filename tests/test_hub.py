@@ -36,24 +36,13 @@ def tiny(tmp_path_factory):
 
 
 @pytest.fixture
-def hub():
-    with HubServer() as server:
-        yield server
+def hub(local_hub):
+    return local_hub
 
 
 @pytest.fixture
-def env(monkeypatch, tmp_path, hub):
-    """HF_HOME in tmp, HF_ENDPOINT on the local server, fast failure settings."""
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_ASSETS_CACHE", "HF_HUB_OFFLINE",
-                "TRANSFORMERS_OFFLINE", "VIDEO3D_ZOO_VERIFY", "HF_TOKEN"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
-    monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "5")
-    monkeypatch.setenv("VIDEO3D_ZOO_HUB_RETRIES", "0")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+def env(hub_env, tmp_path):
+    """HF_HOME in tmp, HF_ENDPOINT on the local server (conftest.hub_env); returns tmp_path."""
     return tmp_path
 
 

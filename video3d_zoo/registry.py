@@ -32,8 +32,9 @@ class ModelSpec:
 
     @property
     def description(self) -> str:
+        """The docstring's first paragraph, on one line."""
         doc = inspect.getdoc(self.builder) or ""
-        return doc.splitlines()[0] if doc else self.name
+        return " ".join(doc.split("\n\n")[0].split()) if doc else self.name
 
 
 class ModelRegistry:

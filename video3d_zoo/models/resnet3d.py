@@ -143,7 +143,6 @@ def _resnext3d(depth: int, **kwargs) -> ResNet3d:
 @register_model(family="resnet3d", aliases=("resnet10_3d",), origin="kenshohara")
 def resnet3d_10(**kwargs) -> ResNet3d:
     """3D ResNet-10 (Hara et al. 2018); 2017 and 2020 Kinetics weights.
-
     Options: shortcut_type, widen_factor, stem_kernel_t, stem_stride_t, stem_max_pool.
     """
     return _resnet3d(10, **kwargs)
@@ -152,7 +151,6 @@ def resnet3d_10(**kwargs) -> ResNet3d:
 @register_model(family="resnet3d", aliases=("resnet18_3d",), origin="kenshohara")
 def resnet3d_18(**kwargs) -> ResNet3d:
     """3D ResNet-18 (Hara et al. 2018); 2017 and 2020 Kinetics weights.
-
     Options: shortcut_type, widen_factor, stem_kernel_t, stem_stride_t, stem_max_pool.
     """
     return _resnet3d(18, **kwargs)
@@ -161,7 +159,6 @@ def resnet3d_18(**kwargs) -> ResNet3d:
 @register_model(family="resnet3d", aliases=("resnet34_3d",), origin="kenshohara")
 def resnet3d_34(**kwargs) -> ResNet3d:
     """3D ResNet-34 (Hara et al. 2018); 2017 and 2020 Kinetics weights.
-
     Options: shortcut_type, widen_factor, stem_kernel_t, stem_stride_t, stem_max_pool.
     """
     return _resnet3d(34, **kwargs)
@@ -170,7 +167,6 @@ def resnet3d_34(**kwargs) -> ResNet3d:
 @register_model(family="resnet3d", aliases=("resnet50_3d",), origin="kenshohara")
 def resnet3d_50(**kwargs) -> ResNet3d:
     """3D ResNet-50 (Hara et al. 2018); 2017 and 2020 Kinetics weights.
-
     Options: shortcut_type, widen_factor, stem_kernel_t, stem_stride_t, stem_max_pool.
     """
     return _resnet3d(50, **kwargs)
@@ -179,7 +175,6 @@ def resnet3d_50(**kwargs) -> ResNet3d:
 @register_model(family="resnet3d", aliases=("resnet101_3d",), origin="kenshohara")
 def resnet3d_101(**kwargs) -> ResNet3d:
     """3D ResNet-101 (Hara et al. 2018); 2017 and 2020 Kinetics weights.
-
     Options: shortcut_type, widen_factor, stem_kernel_t, stem_stride_t, stem_max_pool.
     """
     return _resnet3d(101, **kwargs)
@@ -188,7 +183,6 @@ def resnet3d_101(**kwargs) -> ResNet3d:
 @register_model(family="resnet3d", aliases=("resnet152_3d",), origin="kenshohara")
 def resnet3d_152(**kwargs) -> ResNet3d:
     """3D ResNet-152 (Hara et al. 2018); 2017 and 2020 Kinetics weights.
-
     Options: shortcut_type, widen_factor, stem_kernel_t, stem_stride_t, stem_max_pool.
     """
     return _resnet3d(152, **kwargs)
@@ -197,7 +191,6 @@ def resnet3d_152(**kwargs) -> ResNet3d:
 @register_model(family="resnet3d", aliases=("resnet200_3d",), origin="kenshohara")
 def resnet3d_200(**kwargs) -> ResNet3d:
     """3D ResNet-200 (Hara et al. 2018); 2017 and 2020 Kinetics weights.
-
     Options: shortcut_type, widen_factor, stem_kernel_t, stem_stride_t, stem_max_pool.
     """
     return _resnet3d(200, **kwargs)
@@ -219,7 +212,6 @@ def wide_resnet3d_50(**kwargs) -> ResNet3d:
 @register_model(family="resnext3d", aliases=("resnext50_3d",), origin="kenshohara")
 def resnext3d_50(**kwargs) -> ResNet3d:
     """3D ResNeXt-50, cardinality 32, 2048 features; 2017 layout (64-channel stem).
-
     The 2020 layout is stem_width=128.
     """
     return _resnext3d(50, **kwargs)
@@ -228,7 +220,6 @@ def resnext3d_50(**kwargs) -> ResNet3d:
 @register_model(family="resnext3d", aliases=("resnext101_3d",), origin="kenshohara")
 def resnext3d_101(**kwargs) -> ResNet3d:
     """3D ResNeXt-101, cardinality 32, 2048 features; 2017 layout (64-channel stem).
-
     The 2020 layout is stem_width=128.
     """
     return _resnext3d(101, **kwargs)
@@ -237,7 +228,6 @@ def resnext3d_101(**kwargs) -> ResNet3d:
 @register_model(family="resnext3d", aliases=("resnext152_3d",), origin="kenshohara")
 def resnext3d_152(**kwargs) -> ResNet3d:
     """3D ResNeXt-152, cardinality 32, 2048 features; 2017 layout (64-channel stem).
-
     The 2020 layout is stem_width=128.
     """
     return _resnext3d(152, **kwargs)
@@ -246,7 +236,6 @@ def resnext3d_152(**kwargs) -> ResNet3d:
 @register_model(family="resnext3d", aliases=("resnext200_3d",), origin="kenshohara")
 def resnext3d_200(**kwargs) -> ResNet3d:
     """3D ResNeXt-200, cardinality 32, 2048 features; 2017 layout (64-channel stem).
-
     The 2020 layout is stem_width=128.
     """
     return _resnext3d(200, **kwargs)
