@@ -151,7 +151,9 @@ def run_benchmark(models: Iterable[str], batch_size: int = 8, frames: int = 16, 
                   repeats: int = 3, variants: Optional[Iterable[str]] = None, device: Optional[str] = None,
                   compile: bool = True) -> List[BenchRow]:
     """Benchmark several models; matmul peaks are measured first, in the same process."""
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    from .devices import resolve_device
+
+    dev = resolve_device(device or "auto")
     chosen = list(variants) if variants else available_variants(dev, compile=compile)
     peaks = {"fp32": matmul_peak_gflops(torch.float32, dev)}
     if any(v.endswith("bf16") for v in chosen):

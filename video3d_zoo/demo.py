@@ -53,11 +53,12 @@ def write_demo_videos(out_dir: Path, seed: int, size: int, frames: int) -> List[
 def run_demo(out_dir: Optional[str] = None, seed: int = 2026, device: str = "cpu",
              progress: bool = False) -> DemoReport:
     """Generate, classify and extract; returns the per-video results (see the module docstring)."""
-    from .api import create_model
+    from .devices import resolve_device
     from .extract import run_extraction
     from .features import classify_video
+    from .resolve import load_model
 
-    model = create_model(DEMO_WEIGHTS.split(".")[0], pretrained=DEMO_WEIGHTS.split(".")[1]).to(device).eval()
+    model = load_model(DEMO_WEIGHTS).to(resolve_device(device)).eval()
     spec = model.config.input_spec
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="video3d_zoo_demo_"))
     # The generator's own size and length (64 px, 32 frames): preprocessing resizes as for training.
