@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from video3d_zoo.train.evaluate import EvalFailed, evaluate
-from video3d_zoo.train.evaluate import main as eval_main
+from video3d_zoo.cli import main as cli_main
 from videos import write_video
 
 CLASSES = ("ApplyEyeMakeup", "Archery", "Basketball")
@@ -65,7 +65,7 @@ def weights(tmp_path_factory):
 def run(args, capsys):
     """``(exit status, stdout, stderr)`` of ``video3d-zoo eval ARGS``."""
     try:
-        code = eval_main([str(a) for a in args])
+        code = cli_main(["eval", *(str(a) for a in args)])
     except SystemExit as exc:  # argparse
         code = exc.code
     out, err = capsys.readouterr()

@@ -22,7 +22,7 @@ from video3d_zoo.train import TrainConfigError, load_config, train
 from video3d_zoo.train import config as config_mod
 from video3d_zoo.train.checkpoint import load_checkpoint
 from video3d_zoo.train.guard import NAN_ENV, DivergenceGuard, nonfinite_names
-from video3d_zoo.train.loop import main
+from video3d_zoo.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,7 +56,7 @@ def write(path: Path, cfg: dict) -> Path:
 
 def cli(capsys, *argv) -> tuple:
     """``video3d-zoo train ARGV`` in this process: (exit status, its error lines, all of stderr)."""
-    rc = main([str(a) for a in argv])
+    rc = cli_main(["train", *(str(a) for a in argv)])
     err = capsys.readouterr().err
     return rc, [line for line in err.splitlines() if line.startswith("video3d-zoo train:")], err
 

@@ -19,7 +19,7 @@ from hub_server import HubServer
 import video3d_zoo
 from video3d_zoo.errors import ConfigError
 from video3d_zoo.manifest import MANIFEST_ENV, dumps, load_manifest, parse_manifest
-from video3d_zoo.publish import main as publish_main
+from video3d_zoo.cli import main as cli_main
 from video3d_zoo.publish import publish_folder
 from video3d_zoo.weights import save_pretrained
 
@@ -93,7 +93,7 @@ def test_dry_run_writes_card_and_config_and_prints_the_entry(folder, manifest_fi
     monkeypatch.setenv(MANIFEST_ENV, str(manifest_file))
     out = io.StringIO()
     with redirect_stdout(out):
-        assert publish_main([str(path), "--repo-id", "org/resnet3d_10.tiny_16f", "--tag", "tiny_16f",
+        assert cli_main(["publish", str(path), "--repo-id", "org/resnet3d_10.tiny_16f", "--tag", "tiny_16f",
                              "--dry-run"]) == 0
     entry = json.loads(out.getvalue())  # stdout is only the entry
     data = (path / "model.safetensors").read_bytes()

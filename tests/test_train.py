@@ -351,10 +351,10 @@ def test_two_process_gloo_matches_one_process(dataset, tmp_path):
 
 # -- evaluation ---------------------------------------------------------------------------------------
 def test_eval_json_and_skipped_videos(trained, dataset, tmp_path, capsys):
-    from video3d_zoo.train.evaluate import main as eval_main
+    from video3d_zoo.cli import main as cli_main
 
     _path, run = trained
-    assert eval_main(["--weights", str(run / "export"), str(dataset), "--json", "--out", str(tmp_path / "ev")]) == 0
+    assert cli_main(["eval", "--weights", str(run / "export"), str(dataset), "--json", "--out", str(tmp_path / "ev")]) == 0
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for key in ("clip_top1", "video_top1", "video_top5", "clip_top5", "per_class"):
         assert key in metrics

@@ -17,7 +17,8 @@ from typing import Callable, Dict, Iterable, List, Optional
 
 import torch
 
-from .inference import bf16_supported, optimize_for_inference
+from .inference import optimize_for_inference
+from .precision import bf16_supported
 
 VARIANTS = ("eager_fp32", "fast_fp32", "fast_bf16", "compiled_fp32", "compiled_bf16")
 
@@ -176,7 +177,7 @@ def format_rows(rows: List[BenchRow]) -> str:
 def write_csv(rows: List[BenchRow], path) -> None:
     import csv
 
-    from .weights import atomic_path
+    from .fileio import atomic_path
 
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(asdict(rows[0])))

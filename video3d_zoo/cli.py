@@ -1,18 +1,38 @@
-"""``video3d-zoo`` command line.  Thin: each command parses arguments and calls one library function."""
+"""``video3d-zoo`` command line.  Thin: each command parses arguments and calls one library function.
+
+The command line owns argument parsing: library functions take typed arguments.  The
+training-side commands (``train``, ``eval``, ``make-synthetic``) live in :mod:`.cli_train`;
+:func:`main` is every command's error boundary.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from typing import Callable, Dict, List, Optional
 
 from .argtypes import MODEL_REF_HELP, int_at_least, positive_float, positive_int
+from .cli_train import TRAINING_COMMANDS
 from .errors import ConfigError, Video3DZooError
 
 Handler = Callable[[argparse.Namespace], int]
-_COMMANDS: Dict[str, Handler] = {}
+_COMMANDS: Dict[str, Handler] = {name: handler for name, (_add, handler) in TRAINING_COMMANDS.items()}
+# Commands whose user errors print as one line (a long config message joined), as ``train`` always has.
+_ONE_LINE_ERRORS = {"train"}
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose subcommands may opt into one-line argument errors (no usage block)."""
+
+    def __init__(self, *args, one_line_errors: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.one_line_errors = one_line_errors
+
+    def error(self, message: str):
+        if self.one_line_errors:
+            self.exit(2, f"{self.prog}: error: {message}\n")
+        super().error(message)
 
 
 def command(name: str) -> Callable[[Handler], Handler]:
@@ -171,29 +191,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-# Training-side commands keep their own argument parsers (``python -m video3d_zoo.train`` works too);
-# the CLI forwards everything after the command name.
-@command("train")
-def _cmd_train(args: argparse.Namespace) -> int:
-    from .train.loop import main as train_main
-
-    return train_main(args.rest)
-
-
-@command("eval")
-def _cmd_eval(args: argparse.Namespace) -> int:
-    from .train.evaluate import main as eval_main
-
-    return eval_main(args.rest)
-
-
-@command("make-synthetic")
-def _cmd_make_synthetic(args: argparse.Namespace) -> int:
-    from .synthetic import main as synthetic_main
-
-    return synthetic_main(args.rest)
-
-
 @command("publish")
 def _cmd_publish(args: argparse.Namespace) -> int:
     from .manifest import dumps
@@ -214,9 +211,18 @@ def _cmd_list_pretrained(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="video3d-zoo", description="Spatiotemporal 3D CNN model zoo.")
+    parser = _Parser(prog="video3d-zoo", description="Spatiotemporal 3D CNN model zoo.")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_list_parsers(sub)
+    for add_parser, _handler in TRAINING_COMMANDS.values():
+        add_parser(sub)
+    _add_model_parsers(sub)
+    _add_video_parsers(sub)
+    _add_export_parser(sub)
+    return parser
 
+
+def _add_list_parsers(sub) -> None:
     p = sub.add_parser("list", help="list registered models")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'resnext*'")
     p.add_argument("--aliases", action="store_true", help="include torch.hub-style aliases")
@@ -227,12 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int_at_least(0), default=2026, help="seed of the generated videos")
     p.add_argument("--device", default="cpu")
 
-    for name, text in (("train", "train a model from a config: train CONFIG [--set key=value ...] [--resume]"),
-                       ("eval", "clip and video accuracy: eval (--model NAME.TAG | --weights PATH) DATA [--json]"),
-                       ("make-synthetic", "write the synthetic motion data set: make-synthetic OUT_DIR")):
-        p = sub.add_parser(name, help=text, add_help=False, prefix_chars="\0")
-        p.add_argument("rest", nargs=argparse.REMAINDER)
 
+def _add_model_parsers(sub) -> None:
     p = sub.add_parser("list-pretrained", help="list pretrained weights as model.tag")
     p.add_argument("pattern", nargs="?", default="*")
 
@@ -258,11 +260,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     p.add_argument("--csv", default=None, help="also write the rows to this CSV file")
 
-    p = sub.add_parser("publish", help="model card + upload of a converted folder; prints the manifest entry")
-    from .publish import add_arguments
+    p = sub.add_parser("publish", help="model card + upload of a converted folder; prints the manifest entry",
+                       description="Publish a converted folder to the Hugging Face Hub and produce its manifest "
+                                   "entry.")
+    p.add_argument("folder", help="converted folder (model.safetensors + config.json)")
+    p.add_argument("--repo-id", required=True, help="Hub model repository, ORG/NAME")
+    p.add_argument("--tag", help="manifest tag, e.g. k700_16f (default: the tag in config.json)")
+    p.add_argument("--dry-run", action="store_true", help="write README.md + config.json, upload nothing")
+    p.add_argument("--private", action="store_true", help="create the repository private")
 
-    add_arguments(p)
 
+def _add_video_parsers(sub) -> None:
     p = sub.add_parser("extract", help="clip features of videos, one .npz per video")
     p.add_argument("inputs", nargs="+", help="video files, folders (recursive) or text files listing paths")
     p.add_argument("-o", "--output", required=True, help="output folder")
@@ -284,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topk", type=positive_int, default=5)
     p.add_argument("--json", action="store_true")
 
+
+def _add_export_parser(sub) -> None:
     p = sub.add_parser("export", help="export a model to ONNX (dynamic batch and time axes)")
     p.add_argument("model", help=MODEL_REF_HELP)
     p.add_argument("--random-weights", action="store_true",
@@ -294,7 +304,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=positive_int, default=None)
     p.add_argument("--opset", type=int_at_least(11), default=17)
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
-    return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -305,7 +314,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return _COMMANDS[args.command](args)
     except Video3DZooError as exc:
-        return _user_error(args.command, str(exc))
+        message = str(exc)
+        if args.command in _ONE_LINE_ERRORS:
+            message = " ".join(message.split())
+        return _user_error(args.command, message)
     except OSError as exc:
         if exc.filename is None and not isinstance(exc, (PermissionError, FileNotFoundError)):
             return _internal_error(args.command)

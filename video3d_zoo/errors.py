@@ -8,6 +8,8 @@ written against the standard exceptions keeps working.
 
 from __future__ import annotations
 
+from typing import Any, Dict, Optional
+
 
 class Video3DZooError(Exception):
     """Base class of every error raised on purpose by video3d_zoo."""
@@ -73,3 +75,19 @@ class TrainingDivergedError(Video3DZooError, RuntimeError):
 
     Nothing non-finite is saved: the run's last (finite) checkpoint and any earlier export stay as they were.
     """
+
+
+class TrainConfigError(ConfigError):
+    """A training config that does not validate; the message names the key."""
+
+
+class DataError(Video3DZooError, ValueError):
+    """A data problem that stops the run (``on_error="fatal"``) or leaves nothing to train on."""
+
+
+class EvalFailed(DataError):
+    """No video could be evaluated; ``report`` holds what was found out (metrics are ``null``)."""
+
+    def __init__(self, message: str, report: Optional[Dict[str, Any]] = None) -> None:
+        super().__init__(message)
+        self.report = report

@@ -34,7 +34,7 @@ class ExportReport:
 def export_onnx(model: nn.Module, path, frames: Optional[int] = None, size: Optional[int] = None,
                 opset: int = 17, check: bool = True, atol: float = 1e-4) -> ExportReport:
     """Write ``model`` to ``path`` as ONNX (atomically) and, if ``check``, compare with onnxruntime."""
-    from .weights import atomic_path
+    from .fileio import atomic_path
 
     spec = getattr(getattr(model, "config", None), "input_spec", None)
     frames = frames or (spec.frames if spec else 16)

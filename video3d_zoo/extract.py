@@ -119,7 +119,7 @@ def _stream(sources, spec, protocol, workers: int) -> Iterator[tuple]:
 # -- writing ---------------------------------------------------------------------------------------
 def write_npz(path: Path, features: np.ndarray, timestamps: np.ndarray, meta: dict) -> None:
     """Atomically write one video's result (``features``, ``timestamps`` and metadata arrays)."""
-    from .weights import atomic_path
+    from .fileio import atomic_path
 
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, features=features.astype(np.float32), timestamps=timestamps.astype(np.float64),

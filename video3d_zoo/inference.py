@@ -17,15 +17,15 @@ Float32 without compilation is the default and reproduces the float32 model with
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from torch import nn
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+# PRECISIONS, bf16_supported and resolve_precision are re-exported: they lived here before precision.py
+from .precision import PRECISIONS, autocast, bf16_supported, precision_dtype, resolve_precision  # noqa: F401
 
 
 def fold_batchnorm(conv: nn.Conv3d, bn: nn.modules.batchnorm._BatchNorm) -> nn.Conv3d:
@@ -54,26 +54,6 @@ def fuse_conv_bn(model: nn.Module) -> int:
     return folded
 
 
-def bf16_supported(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return False
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """Check that ``precision`` is usable on ``device``; raise a ValueError saying why not."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "bf16" and not bf16_supported(device):
-        raise ValueError(f"bf16 is not supported on {device} (CPU needs AVX-512-BF16 or AMX; "
-                         "GPU needs compute capability 8.0+); use 'fp32'")
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError("fp16 inference needs a CUDA device; on CPU use 'bf16' or 'fp32'")
-    return precision
-
-
 @dataclass(frozen=True)
 class InferenceOptions:
     precision: str = "fp32"
@@ -98,10 +78,7 @@ class InferenceModel(nn.Module):
             self._compiled = torch.compile(model)
 
     def _autocast(self):
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.options.precision)
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
+        return autocast(self.device, precision_dtype(self.options.precision))
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
@@ -132,7 +109,7 @@ class InferenceModel(nn.Module):
 
 def optimize_for_inference(model: nn.Module, precision: str = "fp32", channels_last: bool = True,
                            fold_bn: bool = True, compile: bool = False,
-                           device: Optional[torch.device | str] = None, copy_model: bool = True) -> InferenceModel:
+                           device: Optional[Union[torch.device, str]] = None, copy_model: bool = True) -> InferenceModel:
     """Prepare ``model`` for inference (see the module docstring for each step and its cost).
 
     The original model is left untouched unless ``copy_model=False``.

@@ -27,7 +27,8 @@ from typing import Any, Dict, Optional, Union
 
 from .config import ModelConfig
 from .errors import CheckpointError, ConfigError, IntegrityError, ManifestError
-from .weights import CONFIG_NAME, WEIGHTS_NAME, atomic_path, read_safetensors
+from .fileio import write_text_atomic
+from .weights import CONFIG_NAME, WEIGHTS_NAME, read_safetensors
 
 PathLike = Union[str, os.PathLike]
 CARD_NAME = "README.md"
@@ -226,13 +227,11 @@ def publish_folder(folder: PathLike, repo_id: str, tag: Optional[str] = None, *,
     published_config = config.replace(
         tag=tag, input_spec=entry["input_spec"],
         labels=tuple(entry["labels"]) if entry.get("labels") is not None else config.labels)
-    with atomic_path(folder / CONFIG_NAME) as tmp:
-        tmp.write_text(published_config.to_json() + "\n", encoding="utf-8")
+    write_text_atomic(folder / CONFIG_NAME, published_config.to_json() + "\n")
 
     weights = folder / WEIGHTS_NAME
     sha256, size = sha256_file(weights), weights.stat().st_size
-    with atomic_path(folder / CARD_NAME) as tmp:
-        tmp.write_text(model_card(entry, repo_id, sha256, size), encoding="utf-8")
+    write_text_atomic(folder / CARD_NAME, model_card(entry, repo_id, sha256, size))
 
     revision = None
     if not dry_run:
@@ -268,35 +267,3 @@ def _verify_remote(repo_id: str, filename: str, revision: str, sha256: str, size
         raise IntegrityError(f"{url}: the Hub reports {meta.size} bytes / sha256 {etag or 'unknown'}, the local "
                              f"file has {size} bytes / {sha256}; the upload did not publish this file")
 
-
-def main(argv=None) -> int:
-    """``python -m video3d_zoo.publish DIR --repo-id ORG/NAME [--tag TAG] [--dry-run]``."""
-    import argparse
-    import sys
-
-    from .errors import Video3DZooError
-    from .manifest import dumps
-
-    parser = argparse.ArgumentParser(prog="video3d-zoo publish", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        entry = publish_folder(args.folder, args.repo_id, tag=args.tag, dry_run=args.dry_run, private=args.private)
-    except Video3DZooError as exc:
-        print(f"video3d-zoo publish: error: {exc}", file=sys.stderr)
-        return 2
-    sys.stdout.write(dumps(entry))
-    return 0
-
-
-def add_arguments(parser) -> None:
-    """The ``publish`` command's arguments (shared with ``video3d_zoo.cli``)."""
-    parser.add_argument("folder", help="converted folder (model.safetensors + config.json)")
-    parser.add_argument("--repo-id", required=True, help="Hub model repository, ORG/NAME")
-    parser.add_argument("--tag", help="manifest tag, e.g. k700_16f (default: the tag in config.json)")
-    parser.add_argument("--dry-run", action="store_true", help="write README.md + config.json, upload nothing")
-    parser.add_argument("--private", action="store_true", help="create the repository private")
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -31,13 +31,14 @@ Generation is deterministic: the video ``(class c, index i)`` depends only on ``
 
 from __future__ import annotations
 
-import json
 import math
 from fractions import Fraction
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+from .errors import ConfigError, InputShapeError
 
 CLASSES: Tuple[str, ...] = ("move_right", "move_left", "move_up", "move_down",
                             "rotate_cw", "rotate_ccw", "zoom_in", "zoom_out")
@@ -169,7 +170,7 @@ class _Scene:
             "zoom_in": ("z", zoom), "zoom_out": ("z", -zoom),
         }
         if label not in motion:
-            raise ValueError(f"unknown synthetic class {label!r}; known: {list(CLASSES)}")
+            raise ConfigError(f"unknown synthetic class {label!r}; known: {list(CLASSES)}")
         kind, value = motion[label]
         if kind == "v":
             self.velocity = np.asarray(value)
@@ -206,14 +207,14 @@ def write_mp4(path: Union[str, Path], frames: np.ndarray, fps: int = 16, crf: in
     """Encode ``T x H x W x 3`` uint8 RGB frames as H.264 (yuv420p) with PyAV; atomic."""
     import av
 
-    from .weights import atomic_path
+    from .fileio import atomic_path
 
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"expected T x H x W x 3 uint8 frames, got {frames.shape} {frames.dtype}")
+        raise InputShapeError(f"expected T x H x W x 3 uint8 frames, got {frames.shape} {frames.dtype}")
     height, width = frames.shape[1:3]
     if height % 2 or width % 2:
-        raise ValueError(f"H.264 yuv420p needs even frame sizes, got {width}x{height}")
+        raise InputShapeError(f"H.264 yuv420p needs even frame sizes, got {width}x{height}")
     target = Path(path)
     with atomic_path(target) as tmp:
         with av.open(str(tmp), mode="w", format="mp4") as container:
@@ -242,6 +243,34 @@ def iter_videos(videos_per_class: int, seed: int, size: int = 64, frames: int = 
             yield label, index, render_video(label, video_rng(seed, class_index, index), size, frames)
 
 
+def _check_arguments(classes: Optional[Sequence[str]], videos_per_class: int, size: int, frames: int,
+                     test_fraction: float) -> Tuple[str, ...]:
+    """The classes to write (default: all); a bad argument is a :class:`~video3d_zoo.errors.ConfigError`."""
+    classes = tuple(classes) if classes is not None else CLASSES
+    unknown = [c for c in classes if c not in CLASSES]
+    if unknown or not classes or len(set(classes)) != len(classes):
+        raise ConfigError(f"classes must be distinct names from {list(CLASSES)}, got {list(classes)}")
+    if isinstance(videos_per_class, bool) or not isinstance(videos_per_class, int) or videos_per_class < 1:
+        raise ConfigError(f"videos_per_class must be a positive integer, got {videos_per_class!r}")
+    if size < 16 or size % 2:
+        raise ConfigError(f"size must be an even number >= 16, got {size!r}")
+    if frames < 2:
+        raise ConfigError(f"frames must be >= 2, got {frames!r}")
+    if not 0.0 <= test_fraction <= 1.0:
+        raise ConfigError(f"test_fraction must be in [0, 1], got {test_fraction!r}")
+    return classes
+
+
+def _write_index(out: Path, classes: Sequence[str], splits: Dict[str, List[str]], meta: dict) -> None:
+    """``classes.txt``, the split lists and, last (it marks a complete data set), ``synthetic.json``."""
+    from .fileio import write_json_atomic, write_text_atomic
+
+    write_text_atomic(out / "classes.txt", "".join(f"{c}\n" for c in classes))
+    for name, items in splits.items():
+        write_text_atomic(out / f"{name}.txt", "".join(f"{p}\n" for p in sorted(items)))
+    write_json_atomic(out / "synthetic.json", meta)
+
+
 def make_synthetic(out_dir: Union[str, Path], videos_per_class: int = 100, seed: int = 0, *,
                    size: int = 64, frames: int = 32, fps: int = 16, test_fraction: float = 0.25,
                    classes: Optional[Sequence[str]] = None, crf: int = 15,
@@ -264,18 +293,7 @@ def make_synthetic(out_dir: Union[str, Path], videos_per_class: int = 100, seed:
     Files: see the module docstring.  The video of (seed, class, index) is the same whatever
     ``videos_per_class`` or ``classes`` are.
     """
-    classes = tuple(classes) if classes is not None else CLASSES
-    unknown = [c for c in classes if c not in CLASSES]
-    if unknown or not classes or len(set(classes)) != len(classes):
-        raise ValueError(f"classes must be distinct names from {list(CLASSES)}, got {list(classes)}")
-    if isinstance(videos_per_class, bool) or not isinstance(videos_per_class, int) or videos_per_class < 1:
-        raise ValueError(f"videos_per_class must be a positive integer, got {videos_per_class!r}")
-    if size < 16 or size % 2:
-        raise ValueError(f"size must be an even number >= 16, got {size!r}")
-    if frames < 2:
-        raise ValueError(f"frames must be >= 2, got {frames!r}")
-    if not 0.0 <= test_fraction <= 1.0:
-        raise ValueError(f"test_fraction must be in [0, 1], got {test_fraction!r}")
+    classes = _check_arguments(classes, videos_per_class, size, frames, test_fraction)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     n_test = int(round(videos_per_class * test_fraction))
@@ -291,38 +309,10 @@ def make_synthetic(out_dir: Union[str, Path], videos_per_class: int = 100, seed:
         write_mp4(out / rel, video, fps=fps, crf=crf)
         # the last n_test indices of every class form the held-out split
         splits["test" if index >= videos_per_class - n_test else "train"].append(rel)
-    (out / "classes.txt").write_text("".join(f"{c}\n" for c in classes), encoding="utf-8")
-    for name, items in splits.items():
-        (out / f"{name}.txt").write_text("".join(f"{p}\n" for p in sorted(items)), encoding="utf-8")
     meta = {"generator": "video3d_zoo.synthetic", "version": GENERATOR_VERSION, "seed": seed,
             "videos_per_class": videos_per_class, "size": size, "frames": frames, "fps": fps,
             "test_fraction": test_fraction, "classes": list(classes),
             "train_videos": len(splits["train"]), "test_videos": len(splits["test"])}
-    (out / "synthetic.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    _write_index(out, classes, splits, meta)
     return out
 
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m video3d_zoo.synthetic OUT_DIR [--videos-per-class N] [--seed S] ...``."""
-    import argparse
-
-    from .argtypes import int_at_least, open_fraction, positive_int
-
-    p = argparse.ArgumentParser(prog="video3d-zoo make-synthetic", description=__doc__.splitlines()[0])
-    p.add_argument("out_dir", help="folder to write the data set to")
-    p.add_argument("--videos-per-class", type=positive_int, default=100, help="videos per class (default: 100)")
-    p.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (default: 0)")
-    p.add_argument("--size", type=int_at_least(16), default=64, help="frame side in pixels (default: 64)")
-    p.add_argument("--frames", type=int_at_least(2), default=32, help="frames per video (default: 32)")
-    p.add_argument("--fps", type=positive_int, default=16, help="frame rate (default: 16)")
-    p.add_argument("--test-fraction", type=open_fraction, default=0.25,
-                   help="share of each class in the test split, between 0 and 1 (default: 0.25)")
-    args = p.parse_args(argv)
-    out = make_synthetic(args.out_dir, args.videos_per_class, args.seed, size=args.size, frames=args.frames,
-                         fps=args.fps, test_fraction=args.test_fraction, progress=True)
-    print(f"wrote {args.videos_per_class * len(CLASSES)} videos to {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -16,7 +16,6 @@ import json
 import os
 import pickle
 import stat
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
@@ -27,6 +26,7 @@ from torch import nn
 from .config import ModelConfig
 from .convert import ConvertedCheckpoint, convert_checkpoint
 from .errors import CheckpointError, ConfigError, UnsafeCheckpointError, WeightsNotFoundError
+from .fileio import atomic_path  # noqa: F401  (also re-exported: weights.atomic_path is its old home)
 from .layers import adapt_input_conv
 from .registry import get_model_spec
 from .tensor_checks import check_finite, check_materialised_size, compact_state_dict
@@ -393,29 +393,6 @@ def save_pretrained(model: nn.Module, out_dir: PathLike, config: Optional[ModelC
         save_file(sd, str(weights_tmp), metadata={CONFIG_METADATA_KEY: text, "format": "pt"})
         config_tmp.write_text(text + "\n", encoding="utf-8")
     return out
-
-
-class atomic_path:
-    """Context manager yielding a temporary path that replaces ``target`` on success only."""
-
-    def __init__(self, target: PathLike) -> None:
-        self.target = Path(target)
-
-    def __enter__(self) -> Path:
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{self.target.name}.", suffix=".tmp", dir=self.target.parent)
-        os.close(fd)
-        self.tmp = Path(name)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
-            os.replace(self.tmp, self.target)
-        else:
-            self.tmp.unlink(missing_ok=True)
 
 
 def convert_to_folder(source: PathLike, out_dir: PathLike, allow_nonfinite: bool = False) -> Path:

@@ -32,6 +32,8 @@ from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple, Uni
 import numpy as np
 import torch
 
+from ..errors import ConfigError, InputShapeError
+
 __all__ = ["LAST_POLICIES", "ClipIndices", "clip_starts", "sample_clips", "loop_pad",
            "resample_nearest",
            "temporal_random_crop", "temporal_center_crop", "temporal_even_crop"]
@@ -62,16 +64,16 @@ class ClipIndices:
 
 def _check_counts(num_frames: int, clip_len: int) -> None:
     if int(num_frames) != num_frames or num_frames <= 0:
-        raise ValueError(f"num_frames must be a positive integer, got {num_frames!r}")
+        raise ConfigError(f"num_frames must be a positive integer, got {num_frames!r}")
     if int(clip_len) != clip_len or clip_len <= 0:
-        raise ValueError(f"clip_len must be a positive integer, got {clip_len!r}")
+        raise ConfigError(f"clip_len must be a positive integer, got {clip_len!r}")
 
 
 def loop_pad(indices: Sequence[int], clip_len: int) -> np.ndarray:
     """Repeat ``indices`` cyclically (or cut them) to exactly ``clip_len`` entries."""
     indices = np.asarray(indices, dtype=np.int64)
     if len(indices) == 0:
-        raise ValueError("cannot loop-pad an empty index list")
+        raise InputShapeError("cannot loop-pad an empty index list")
     return indices[np.arange(clip_len) % len(indices)]
 
 
@@ -84,9 +86,9 @@ def clip_starts(num_frames: int, clip_len: int = 16, stride: int = 16,
     """First frame of every inference clip (see the module docstring for ``last``)."""
     _check_counts(num_frames, clip_len)
     if int(stride) != stride or stride <= 0:
-        raise ValueError(f"stride must be a positive integer, got {stride!r}")
+        raise ConfigError(f"stride must be a positive integer, got {stride!r}")
     if last not in LAST_POLICIES:
-        raise ValueError(f"last must be one of {LAST_POLICIES}, got {last!r}")
+        raise ConfigError(f"last must be one of {LAST_POLICIES}, got {last!r}")
     if num_frames < clip_len:
         return [0]
     starts = list(range(0, num_frames - clip_len + 1, stride))
@@ -104,7 +106,7 @@ def _infer_fps(timestamps: np.ndarray) -> float:
     steps = np.diff(timestamps)
     steps = steps[steps > 0]
     if len(steps) == 0:
-        raise ValueError("fps is needed to give clip times when there is a single timestamp")
+        raise ConfigError("fps is needed to give clip times when there is a single timestamp")
     return float(1.0 / np.median(steps))
 
 
@@ -121,7 +123,7 @@ def sample_clips(num_frames: int, clip_len: int = 16, stride: int = 16, last: st
         times = np.asarray(timestamps.cpu() if torch.is_tensor(timestamps) else timestamps,
                            dtype=np.float64)
         if len(times) != num_frames:
-            raise ValueError(f"{len(times)} timestamps for {num_frames} frames")
+            raise InputShapeError(f"{len(times)} timestamps for {num_frames} frames")
         fps = float(fps) if fps is not None else _infer_fps(times)
     clips = []
     for start in starts:
@@ -175,7 +177,7 @@ def temporal_even_crop(num_frames: int, clip_len: int = 16, n_samples: int = 3) 
     """
     _check_counts(num_frames, clip_len)
     if int(n_samples) != n_samples or n_samples <= 0:
-        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+        raise ConfigError(f"n_samples must be a positive integer, got {n_samples!r}")
     if n_samples == 1:
         return [temporal_center_crop(num_frames, clip_len)]
     step = max(1, math.ceil((num_frames - 1 - clip_len) / (n_samples - 1)))

@@ -24,16 +24,17 @@ import contextlib
 import math
 import os
 import warnings
-from dataclasses import dataclass
 from fractions import Fraction
-from typing import Iterator, NamedTuple, Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
 import av
 import numpy as np
 import torch
 
-from ..errors import VideoDecodeError
+from ..errors import ConfigError, VideoDecodeError
 from .clips import resample_nearest
+# the decoder's result types are re-exported: they lived here before decoded.py
+from .decoded import DecodedFrame, DecodedVideo, DecodeReport, FrameBuffer, VideoInfo
 from .transforms import resized_shape
 
 __all__ = ["VideoInfo", "DecodedVideo", "DecodedFrame", "DecodeReport", "FrameStream", "probe_video",
@@ -49,81 +50,6 @@ _IMAGE_FORMATS = frozenset({"image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp
 # Preallocation cap for read_frames: memory grows with the frames really decoded, never with
 # what a (possibly forged) header announces.
 _MAX_PREALLOCATED_FRAMES = 256
-
-
-@dataclass
-class DecodeReport:
-    """How decoding went: frames decoded against frames announced, early stops, still images.
-
-    ``frames`` counts decoded source frames (before fps resampling); ``expected`` is the
-    container's frame count when it states one for the decoded range (else ``None``);
-    ``partial`` says why decoding ended early, when it did (a broken packet, or far fewer
-    frames than announced); ``still_image`` marks a picture file or a single-frame stream.
-    """
-
-    path: str
-    frames: int = 0
-    expected: Optional[int] = None
-    partial: Optional[str] = None
-    still_image: bool = False
-
-    @property
-    def complete(self) -> bool:
-        return self.partial is None and not self.still_image
-
-    def notes(self) -> list:
-        out = []
-        if self.partial:
-            out.append(f"partial decode: {self.partial}")
-        if self.still_image:
-            out.append("still image: a single picture, not a video")
-        return out
-
-    def to_dict(self) -> dict:
-        return {"frames": self.frames, "expected": self.expected, "partial": self.partial,
-                "still_image": self.still_image}
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """What :func:`probe_video` learns about a file.
-
-    ``num_frames_source`` says how ``num_frames`` was obtained: ``"counted"`` (every video
-    packet demuxed and counted), ``"header"`` (the container's frame count, exact for MP4 and
-    AVI written by common muxers) or ``"estimated"`` (``round(duration_s * fps)``, for
-    containers such as Matroska/WebM that store no count).
-    """
-
-    path: str
-    num_frames: int
-    num_frames_source: str
-    fps: float
-    duration_s: float
-    width: int
-    height: int
-    rotation: int
-    codec: str
-
-
-@dataclass(frozen=True)
-class DecodedVideo:
-    """Frames (``T x H x W x 3`` uint8 RGB), their timestamps (float64 seconds) and the fps."""
-
-    path: str
-    frames: torch.Tensor
-    timestamps: torch.Tensor
-    fps: float
-
-    def __len__(self) -> int:
-        return int(self.frames.shape[0])
-
-
-class DecodedFrame(NamedTuple):
-    """One frame from :func:`iter_frames`: ``H x W x 3`` uint8 RGB, its time and position."""
-
-    image: torch.Tensor
-    time_s: float
-    index: int
 
 
 def apply_rotation(image: np.ndarray, rotation: int) -> np.ndarray:
@@ -305,15 +231,15 @@ class _Converter:
 
 def _check_args(short_side, size, fps, start_s, end_s) -> None:
     if short_side is not None and size is not None:
-        raise ValueError("give either short_side or size, not both")
+        raise ConfigError("give either short_side or size, not both")
     if short_side is not None and (int(short_side) != short_side or short_side <= 0):
-        raise ValueError(f"short_side must be a positive integer, got {short_side!r}")
+        raise ConfigError(f"short_side must be a positive integer, got {short_side!r}")
     if size is not None and (len(size) != 2 or min(size) <= 0):
-        raise ValueError(f"size must be a positive (height, width) pair, got {size!r}")
+        raise ConfigError(f"size must be a positive (height, width) pair, got {size!r}")
     if fps is not None and not (math.isfinite(fps) and fps > 0):
-        raise ValueError(f"fps must be a positive number, got {fps!r}")
+        raise ConfigError(f"fps must be a positive number, got {fps!r}")
     if start_s is not None and end_s is not None and end_s <= start_s:
-        raise ValueError(f"end_s ({end_s}) must be greater than start_s ({start_s})")
+        raise ConfigError(f"end_s ({end_s}) must be greater than start_s ({start_s})")
 
 
 def _timed_frames(container, stream, name, start_s, end_s, report: Optional[DecodeReport] = None):
@@ -430,33 +356,6 @@ class FrameStream:
             pass
 
 
-class _FrameBuffer:
-    """Stacks equally sized frames into one array without a list-then-stack double copy."""
-
-    def __init__(self, capacity: int):
-        self.capacity, self.count = max(1, capacity), 0
-        self.array: Optional[np.ndarray] = None
-
-    def append(self, image: np.ndarray, name: str) -> None:
-        if self.array is None:
-            self.array = np.empty((self.capacity, *image.shape), dtype=np.uint8)
-        elif image.shape != self.array.shape[1:]:
-            raise VideoDecodeError(
-                f"{name}: frame size changed mid-stream from {self.array.shape[1:3]} to "
-                f"{image.shape[:2]}; pass size=(height, width) to get one size")
-        if self.count == len(self.array):
-            grown = np.empty((len(self.array) * 3 // 2 + 8, *image.shape), dtype=np.uint8)
-            grown[: self.count] = self.array
-            self.array = grown
-        self.array[self.count] = image
-        self.count += 1
-
-    def result(self) -> np.ndarray:
-        out = self.array[: self.count]
-        # Give back an over-estimated allocation rather than pin it for the tensor's lifetime.
-        return out.copy() if self.count < 0.75 * len(self.array) else out
-
-
 def _expected_count(container, stream, fps: float, start_s, end_s) -> int:
     """A frame-count estimate (capped), to allocate the output once in the common case."""
     duration = _duration_s(container, stream, _stream_fps(stream))
@@ -496,7 +395,7 @@ def read_frames(path, *, short_side: Optional[int] = None, size: Optional[Tuple[
     """
     with iter_frames(path, short_side=short_side, size=size, fps=fps, start_s=start_s,
                      end_s=end_s) as frames:
-        buffer = _FrameBuffer(frames.expected_frames)
+        buffer = FrameBuffer(frames.expected_frames)
         times = []
         for frame in frames:
             buffer.append(frame.image.numpy(), frames.path)

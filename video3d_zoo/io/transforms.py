@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import InputSpec, input_preset
+from ..errors import ConfigError, InputShapeError
 from .clips import RandomSource, _randint
 
 __all__ = ["MULTISCALE_SCALES", "CORNER_POSITIONS", "CROP_POSITIONS", "ClipPreprocessor", "crop_at", "preprocess_clip",
@@ -61,7 +62,7 @@ def _as_batch(frames: torch.Tensor) -> Tuple[torch.Tensor, bool]:
         return frames.unsqueeze(0), True
     if frames.ndim == 5:
         return frames, False
-    raise ValueError(f"expected T x H x W x C or N x T x H x W x C frames, got shape {tuple(frames.shape)}")
+    raise InputShapeError(f"expected T x H x W x C or N x T x H x W x C frames, got shape {tuple(frames.shape)}")
 
 
 def resized_shape(height: int, width: int, short_side: Optional[int] = None,
@@ -111,7 +112,7 @@ def center_crop(frames: torch.Tensor, size: Size) -> torch.Tensor:
     crop_h, crop_w = (size, size) if isinstance(size, int) else size
     height, width = frames.shape[-3], frames.shape[-2]
     if crop_h > height or crop_w > width:
-        raise ValueError(f"crop {crop_h}x{crop_w} is larger than the {height}x{width} frames; "
+        raise InputShapeError(f"crop {crop_h}x{crop_w} is larger than the {height}x{width} frames; "
                          "resize first or lower crop_size")
     top = int(round((height - crop_h) / 2.0))
     left = int(round((width - crop_w) / 2.0))
@@ -125,7 +126,7 @@ def crop_at(frames: torch.Tensor, size: Size, position: str = "center") -> torch
     :func:`center_crop`.  ``center`` is exactly :func:`center_crop`.
     """
     if position not in CROP_POSITIONS:
-        raise ValueError(f"position must be one of {CROP_POSITIONS}, got {position!r}")
+        raise ConfigError(f"position must be one of {CROP_POSITIONS}, got {position!r}")
     centred = center_crop(frames, size)
     if position == "center":
         return centred
@@ -193,7 +194,7 @@ class ClipPreprocessor:
         """Preprocess ``frames``; ``position`` picks the crop along the long side (:func:`crop_at`)."""
         frames = frames if torch.is_tensor(frames) else torch.as_tensor(frames)
         if frames.ndim not in (4, 5) or frames.shape[-1] != 3:
-            raise ValueError(f"expected ... x H x W x 3 RGB frames, got shape {tuple(frames.shape)}")
+            raise InputShapeError(f"expected ... x H x W x 3 RGB frames, got shape {tuple(frames.shape)}")
         if self.resize is not None:
             frames = resize_frames(frames, self.resize)
         if self.crop is not None:
@@ -259,7 +260,7 @@ def multiscale_corner_crop(frames: torch.Tensor, size: int,
     if not isinstance(position, str):
         position = _choice(rng, position)
     if position not in CORNER_POSITIONS:
-        raise ValueError(f"position must be one of {CORNER_POSITIONS}, got {position!r}")
+        raise ConfigError(f"position must be one of {CORNER_POSITIONS}, got {position!r}")
     height, width = frames.shape[-3], frames.shape[-2]
     side = max(1, int(min(height, width) * scale))
     top, left = _crop_box(height, width, side, position)

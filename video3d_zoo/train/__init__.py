@@ -8,13 +8,12 @@
 
 from __future__ import annotations
 
-from ..errors import TrainingDivergedError
-from .config import TrainConfig, TrainConfigError, load_config
-from .data import (DataError, DataIssues, VideoItem, VideoList, read_folder, read_hmdb51, read_kinetics, read_list,
-                   read_ucf101)
+from ..errors import DataError, EvalFailed, TrainConfigError, TrainingDivergedError
+from .config import TrainConfig, load_config
+from .data import DataIssues, VideoItem, VideoList, read_folder, read_hmdb51, read_kinetics, read_list, read_ucf101
 from .evaluate import evaluate
 from .loop import train
 
 __all__ = ["train", "evaluate", "load_config", "TrainConfig", "TrainConfigError", "TrainingDivergedError",
-           "DataError", "DataIssues", "VideoItem", "VideoList", "read_kinetics", "read_ucf101", "read_hmdb51",
-           "read_folder", "read_list"]
+           "DataError", "EvalFailed", "DataIssues", "VideoItem", "VideoList", "read_kinetics", "read_ucf101",
+           "read_hmdb51", "read_folder", "read_list"]

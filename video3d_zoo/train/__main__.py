@@ -1,8 +1,8 @@
-"""``python -m video3d_zoo.train CONFIG [--set key=value ...] [--resume]`` (also under torchrun)."""
+"""``python -m video3d_zoo.train CONFIG [--set key=value ...] [--resume]``: ``video3d-zoo train`` (also under torchrun)."""
 
 import sys
 
-from .loop import main
+from ..cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["train", *sys.argv[1:]]))

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
-from ..weights import atomic_path
+from ..fileio import atomic_path
 
 CHECKPOINT_VERSION = 1
 LAST, BEST = "last.pt", "best.pt"
@@ -122,9 +122,10 @@ def check_resumable(state: Dict[str, Any], config, path: Union[str, Path],
                     accept_changes: bool = False) -> List[Tuple[str, Any, Any]]:
     """Check a checkpoint ``--resume`` would continue from: finite weights (else
     :class:`~video3d_zoo.errors.TrainingDivergedError`) and the same config as ``config`` up to the
-    keys in :data:`~video3d_zoo.train.config.RESUME_SAFE` (else :class:`TrainConfigError` listing
+    keys in :data:`~video3d_zoo.train.config_schema.RESUME_SAFE` (else :class:`TrainConfigError` listing
     every difference, unless ``accept_changes``).  Returns the differences."""
-    from .config import TrainConfigError, config_changes, describe_changes
+    from ..errors import TrainConfigError
+    from .config_changes import config_changes, describe_changes
     from .guard import require_finite_state
 
     require_finite_state(state["model"], f"--resume from {path}")

@@ -2,8 +2,8 @@
 
 The annotation readers (:func:`read_kinetics`, :func:`read_ucf101`, :func:`read_hmdb51`,
 :func:`read_folder`, :func:`read_list`, :func:`read_split`), :class:`VideoList` and the problem
-reporting (:class:`DataIssues`, :class:`DataError`) live in :mod:`.readers` and are re-exported
-here.
+reporting (:class:`DataIssues`, :class:`~video3d_zoo.errors.DataError`) live in :mod:`.readers`
+and :mod:`.videolist` and are re-exported here.
 
 A video that fails to decode during training is replaced in its batch by the next decodable video
 of the list, so batch sizes (and DistributedDataParallel) stay in step.
@@ -15,7 +15,6 @@ count or where a run was resumed.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -24,9 +23,9 @@ import numpy as np
 import torch
 
 from ..config import InputSpec
-from ..errors import Video3DZooError
+from ..errors import DataError, Video3DZooError
 from ..io.protocol import ClipProtocol
-from .readers import (VIDEO_EXTENSIONS, DataError, DataIssues, VideoItem, VideoList,  # noqa: F401 (re-exported)
+from .readers import (VIDEO_EXTENSIONS, DataIssues, VideoItem, VideoList,  # noqa: F401 (re-exported)
                       folder_classes, kinetics_labels, read_folder, read_hmdb51, read_kinetics, read_list,
                       read_split, read_ucf101)
 
@@ -289,7 +288,3 @@ def prepare_synthetic(data, echo: Callable[[str], None] = print, progress: bool 
 def describe_counts(videos: VideoList) -> str:
     counts = np.bincount([it.label for it in videos.items], minlength=len(videos.labels))
     return f"{len(videos)} videos, {len(videos.labels)} classes ({counts.min()}-{counts.max()} per class)"
-
-
-def ceil_div(a: int, b: int) -> int:
-    return int(math.ceil(a / b))

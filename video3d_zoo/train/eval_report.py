@@ -29,6 +29,8 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
+from ..fileio import write_text_atomic
+
 OUTPUT_FILES = ("metrics.json", "predictions.csv", "confusion.png")
 PRIVATE_KEYS = ("confusion", "labels")
 
@@ -132,20 +134,16 @@ def write_eval_outputs(metrics: Dict[str, Any], out_dir: Union[str, Path], confu
     """Write ``metrics.json`` (and ``predictions.csv`` when ``predictions`` = ``{"header", "rows"}``,
     and ``confusion.png``) into ``out_dir``, each atomically; outputs of an earlier run that this
     one does not write are removed.  ``metrics.json`` is written last."""
-    from ..weights import atomic_path
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = set()
     if predictions is not None:
-        with atomic_path(out / f"{prefix}predictions.csv") as tmp:
-            tmp.write_text(_csv_text(predictions["header"], predictions["rows"]), encoding="utf-8")
+        write_text_atomic(out / f"{prefix}predictions.csv", _csv_text(predictions["header"], predictions["rows"]))
         written.add("predictions.csv")
     if confusion_png and metrics.get("confusion"):
         if save_confusion_png(metrics["confusion"], metrics["labels"], out / f"{prefix}confusion.png"):
             written.add("confusion.png")
-    with atomic_path(out / f"{prefix}metrics.json") as tmp:
-        tmp.write_text(dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(out / f"{prefix}metrics.json", dumps(metrics, indent=2) + "\n")
     written.add("metrics.json")
     for name in OUTPUT_FILES:
         if name not in written:

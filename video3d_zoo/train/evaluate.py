@@ -18,7 +18,6 @@ and still images are counted and listed (``strict=True`` skips them); metrics of
 from __future__ import annotations
 
 import sys
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
@@ -29,19 +28,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..devices import resolve_device
+from ..errors import ConfigError, DataError, EvalFailed  # noqa: F401  (EvalFailed re-exported: it lived here)
 from ..io.protocol import ClipProtocol
-from .data import ClipSampling, DataError, DataIssues, EvalVideos, VideoList, collate_eval, worker_init
+from ..precision import autocast, resolve_amp
+from .data import ClipSampling, DataIssues, EvalVideos, VideoList, collate_eval, worker_init
 from .distributed import DistInfo, all_gather_objects
 from .eval_report import save_confusion_png, write_eval_outputs  # noqa: F401 (re-exported)
 from .eval_splits import SplitRequest, read_eval_split
-
-
-class EvalFailed(DataError):
-    """No video could be evaluated; ``report`` holds what was found out (metrics are ``null``)."""
-
-    def __init__(self, message: str, report: Optional[Dict[str, Any]] = None) -> None:
-        super().__init__(message)
-        self.report = report
 
 
 @dataclass
@@ -106,12 +99,6 @@ def compute_metrics(result: EvalResult, class_names: Optional[Sequence[str]] = N
     return out
 
 
-def amp_context(device: torch.device, dtype: Optional[torch.dtype]):
-    if dtype is None:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 @dataclass
 class _Tally:
     """One process's share of the predictions."""
@@ -161,7 +148,7 @@ def _forward(model: nn.Module, clips: torch.Tensor, batch_size: int, device: tor
         x = clips[start:start + batch_size].to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        with amp_context(device, amp_dtype):
+        with autocast(device, amp_dtype):
             logits.append(model(x).float().cpu())
     return torch.cat(logits)
 
@@ -272,13 +259,9 @@ def _prepare_model(net: nn.Module, device: torch.device, precision: str, fast: b
     net = net.to(device).eval()
     if precision == "fp32" and not fast and not compile:
         return net
-    from ..errors import ConfigError
     from ..inference import optimize_for_inference
 
-    try:
-        return optimize_for_inference(net, precision=precision, device=device, compile=compile)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+    return optimize_for_inference(net, precision=precision, device=device, compile=compile)
 
 
 def _model_info(model: Any, net: nn.Module, precision: str, amp: str, fast: bool, compile: bool,
@@ -379,11 +362,11 @@ def evaluate(model: Union[nn.Module, str, Path], data: Any, *, split: Optional[s
 def _check_options(protocol: Optional[ClipProtocol], val_clips: int, fps: Optional[float], amp: str,
                    precision: str) -> ClipProtocol:
     if amp != "none" and precision != "fp32":
-        raise DataError(f"--amp {amp} and --precision {precision} both choose the precision; give one")
+        raise ConfigError(f"--amp {amp} and --precision {precision} both choose the precision; give one")
     if protocol is None:
         return ClipProtocol(fps=fps, num_clips=val_clips)
     if val_clips or fps is not None:
-        raise DataError("give either protocol= or val_clips / fps, not both")
+        raise ConfigError("give either protocol= or val_clips / fps, not both")
     return protocol
 
 
@@ -393,11 +376,9 @@ def _str(value: Union[str, Path, None]) -> Optional[str]:
 
 def _predict(net: nn.Module, videos: VideoList, spec, protocol: ClipProtocol, device: torch.device, amp: str,
              issues: DataIssues, label_map, **kwargs) -> EvalResult:
-    from .loop import resolve_amp
-
     resize = spec.resize if isinstance(spec.resize, int) else min(spec.resize)
     sampling = ClipSampling(spec=spec, resize=int(resize), protocol=protocol)
-    return predict_videos(net, videos, sampling, device=device, amp_dtype=resolve_amp(amp, device),
+    return predict_videos(net, videos, sampling, device=device, amp_dtype=resolve_amp(amp, device, setting="amp"),
                           issues=issues, label_map=label_map, check_finite=True, **kwargs)
 
 
@@ -419,10 +400,3 @@ def _finish(report: Dict[str, Any], predictions: Dict[str, Any], out_dir, json: 
         raise EvalFailed(report["error"], public)
     return public
 
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``video3d-zoo eval (--model REF | --weights PATH) DATA [--format F] [--split S] ...`` (see
-    :mod:`.eval_cli`)."""
-    from .eval_cli import main as cli_main
-
-    return cli_main(argv)

@@ -45,7 +45,7 @@ def save_png(fig, path: Union[str, Path]) -> Path:
     """Write a matplotlib figure as PNG atomically (never a half-written file) and close it."""
     import matplotlib.pyplot as plt
 
-    from ..weights import atomic_path
+    from ..fileio import atomic_path
 
     fig.tight_layout()
     path = Path(path)

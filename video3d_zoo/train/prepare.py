@@ -1,44 +1,18 @@
-"""Preparing a run: the autocast dtype, seeding, and freezing the early stages for fine-tuning."""
+"""Preparing a run: seeding, and freezing the early stages for fine-tuning (the autocast dtype:
+:mod:`video3d_zoo.precision`)."""
 
 from __future__ import annotations
 
 import os
 import random
-import warnings
-from typing import List, Optional, Sequence
+from typing import List, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from .config import TrainConfigError
-
-
-def cpu_native_bf16() -> bool:
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError:  # pragma: no cover - older torch
-        return False
-
-
-def resolve_amp(mode: str, device: torch.device) -> Optional[torch.dtype]:
-    """Autocast dtype for ``train.amp`` on ``device`` (None = full fp32)."""
-    if mode == "none":
-        return None
-    if device.type == "cuda":
-        bf16_ok = torch.cuda.is_bf16_supported()
-        if mode == "bf16" and not bf16_ok:
-            raise TrainConfigError("train.amp = \"bf16\": this CUDA device has no bf16; use fp16 or auto")
-        return torch.bfloat16 if (mode in ("bf16", "auto") and bf16_ok) else torch.float16
-    if mode == "fp16":
-        raise TrainConfigError("train.amp = \"fp16\" needs a CUDA device (fp16 with a gradient scaler); "
-                               "on CPU use bf16, or auto")
-    if mode == "auto":
-        return torch.bfloat16 if cpu_native_bf16() else None
-    if not cpu_native_bf16():
-        warnings.warn("train.amp = \"bf16\" on a CPU without native bf16 (AVX512-BF16 / AMX): "
-                      "it runs, emulated and slowly", RuntimeWarning, stacklevel=2)
-    return torch.bfloat16
+from ..errors import TrainConfigError
+from ..precision import resolve_amp  # noqa: F401  (re-exported: it lived here before precision.py)
 
 
 def seed_everything(seed: int, deterministic: bool, device: torch.device) -> None:

@@ -16,255 +16,32 @@
 The official UCF-101 and HMDB-51 lists name ``.avi`` files; a listed video that is not there is
 also looked for with the same name and another video extension in the same folder (a transcoded
 copy, e.g. ``v_ApplyEyeMakeup_g08_c01.mp4``); such matches are recorded in
-:attr:`VideoList.matched`.  Text files may start with a UTF-8 byte-order mark and use Windows
-line endings.  A class file (``classInd.txt``, ``classes.txt``) naming a class twice, or holding a
-malformed line, is an error (:class:`DataError` naming the lines): label indices depend on it.
+:attr:`VideoList.matched`.
 
-Problems with single videos are reported through :class:`DataIssues` with file and line: a
-malformed annotation row, a missing video, an undecodable video.  With ``on_error="skip"`` each
-one is printed, skipped and counted (:meth:`DataIssues.summary`); with ``"fatal"`` the first one
-raises :class:`DataError`.
+The pieces every reader shares live next door: :mod:`.videolist` (:class:`VideoItem`,
+:class:`VideoList` and the problem report :class:`DataIssues`: with ``on_error="skip"`` a bad
+row or video is printed, skipped and counted, with ``"fatal"`` it raises :class:`DataError`)
+and :mod:`.annotations` (text and class files, finding the listed videos).
 """
 
 from __future__ import annotations
 
 import csv
-import os
-import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from ..errors import Video3DZooError
-
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".ogv")
-
-
-class DataError(Video3DZooError, ValueError):
-    """A data problem that stops the run (``on_error="fatal"``) or leaves nothing to train on."""
-
-
-# -- problem reporting -------------------------------------------------------------------------
-@dataclass
-class DataIssues:
-    """Collects malformed rows, missing and undecodable videos; fatal or skip-and-count."""
-
-    on_error: str = "skip"
-    echo: Optional[Callable[[str], None]] = None
-    counts: Dict[str, int] = field(default_factory=dict)
-    messages: List[str] = field(default_factory=list)
-    max_messages: int = 1000
-
-    KINDS = ("malformed_row", "missing_video", "undecodable_video", "duplicate_video", "non_finite_logits",
-             "partial_decode", "still_image")
-
-    def report(self, kind: str, where: str, message: str) -> None:
-        if kind not in self.KINDS:
-            raise ValueError(f"unknown data issue kind {kind!r}")
-        text = f"{where}: {kind.replace('_', ' ')}: {message}"
-        if self.on_error == "fatal":
-            raise DataError(text + "  (on_error = \"fatal\"; use \"skip\" to skip and count such problems)")
-        self.counts[kind] = self.counts.get(kind, 0) + 1
-        if len(self.messages) < self.max_messages:
-            self.messages.append(text)
-        (self.echo or _stderr)(f"skipped: {text}")
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-    def summary(self) -> str:
-        if not self.total:
-            return "no data problems"
-        parts = [f"{n} {kind.replace('_', ' ')}{'s' if n != 1 else ''}" for kind, n in sorted(self.counts.items())]
-        return "skipped " + ", ".join(parts)
-
-    def to_dict(self) -> Dict[str, object]:
-        return {"counts": dict(self.counts), "messages": list(self.messages)}
-
-
-def _stderr(text: str) -> None:
-    try:
-        from tqdm import tqdm
-
-        tqdm.write(text, file=sys.stderr)
-    except ImportError:  # pragma: no cover
-        print(text, file=sys.stderr)
-
-
-@dataclass(frozen=True)
-class VideoItem:
-    """One video of a split: ``path``, integer ``label``, an id, an optional time range, origin."""
-
-    path: str
-    label: int
-    video_id: str
-    start_s: Optional[float] = None
-    end_s: Optional[float] = None
-    where: str = ""
-
-
-@dataclass
-class VideoList:
-    """The videos of a split, its class names, and where they came from.
-
-    ``files`` are the annotation files read; ``listed`` counts the split's rows (video entries,
-    malformed ones included); ``matched`` pairs each listed path found only as a transcoded copy
-    with the file used.
-    """
-
-    items: List[VideoItem]
-    labels: List[str]
-    name: str = ""
-    files: List[str] = field(default_factory=list)
-    listed: Optional[int] = None
-    matched: List[Tuple[str, str]] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-
-# -- helpers -----------------------------------------------------------------------------------
-def _lines(path: Path) -> Iterable[Tuple[int, str]]:
-    """Non-empty, non-comment lines with their 1-based numbers (BOM and CR/LF tolerated)."""
-    with open(path, encoding="utf-8-sig", errors="replace") as fh:
-        for number, line in enumerate(fh, 1):
-            text = line.strip()
-            if text and not text.startswith("#"):
-                yield number, text
-
-
-def _need_file(path: Path, what: str) -> Path:
-    if not path.is_file():
-        raise DataError(f"{path}: no such {what} file")
-    return path
-
-
-def _unique_classes(rows: Iterable[Tuple[int, str]], path: Path) -> List[str]:
-    """Class names in file order; a name given twice is an error naming both lines."""
-    first: Dict[str, int] = {}
-    for number, name in rows:
-        if name in first:
-            raise DataError(f"{path}:{number}: class {name!r} is listed twice (also on line {first[name]}); "
-                            "each class must appear once, since label indices depend on the order")
-        first[name] = number
-    return list(first)
-
-
-def read_class_names(path: Union[str, Path]) -> List[str]:
-    """A ``classes.txt``: one class name per line, in label order."""
-    path = _need_file(Path(path), "class list")
-    rows = list(_lines(path))
-    for number, text in rows:
-        if len(text.split()) != 1:
-            raise DataError(f"{path}:{number}: expected one class name per line, got {text!r}")
-    names = _unique_classes(rows, path)
-    if not names:
-        raise DataError(f"{path}: no classes")
-    return names
-
-
-def read_class_index(path: Union[str, Path]) -> Dict[int, str]:
-    """UCF-101 ``classInd.txt``: ``{index: class}`` from ``<index> <class>`` lines."""
-    path = _need_file(Path(path), "UCF-101 classInd.txt")
-    numbered: Dict[int, Tuple[str, int]] = {}
-    rows = []
-    for number, text in _lines(path):
-        parts = text.split()
-        if len(parts) != 2 or not parts[0].isdigit():
-            raise DataError(f"{path}:{number}: expected '<index> <class>', got {text!r}")
-        index = int(parts[0])
-        if index in numbered:
-            raise DataError(f"{path}:{number}: class index {index} is used twice (also on line {numbered[index][1]})")
-        numbered[index] = (parts[1], number)
-        rows.append((number, parts[1]))
-    _unique_classes(rows, path)
-    if not numbered:
-        raise DataError(f"{path}: no classes")
-    return {k: v[0] for k, v in sorted(numbered.items())}
-
-
-class VideoFinder:
-    """Finds a listed video file, or else a transcoded copy: same folder and stem, another video
-    extension (the first in :data:`VIDEO_EXTENSIONS` order).  ``matches`` records the latter."""
-
-    def __init__(self, transcoded: bool = True) -> None:
-        self.transcoded = transcoded
-        self.matches: List[Tuple[str, str]] = []
-        self._folders: Dict[Path, Dict[str, List[str]]] = {}
-
-    def _stems(self, folder: Path) -> Dict[str, List[str]]:
-        if folder not in self._folders:
-            stems: Dict[str, List[str]] = {}
-            names = os.listdir(folder) if folder.is_dir() else []
-            for name in names:
-                stem, ext = os.path.splitext(name)
-                if ext.lower() in VIDEO_EXTENSIONS:
-                    stems.setdefault(stem, []).append(name)
-            self._folders[folder] = stems
-        return self._folders[folder]
-
-    def find(self, path: Path) -> Optional[Path]:
-        if path.is_file():
-            return path
-        if not self.transcoded:
-            return None
-        names = self._stems(path.parent).get(path.stem, [])
-        names = sorted(names, key=lambda n: VIDEO_EXTENSIONS.index(os.path.splitext(n)[1].lower()))
-        for name in names:
-            found = path.parent / name
-            if found.is_file():
-                self.matches.append((str(path), str(found)))
-                return found
-        return None
-
-
-def _locate(path: Path, where: str, issues: "DataIssues", check: str,
-            finder: Optional[VideoFinder] = None) -> Optional[Path]:
-    """The file to read for a listed ``path`` (``None``, reported, when there is none)."""
-    if check == "none":
-        return path
-    found = finder.find(path) if finder is not None else (path if path.is_file() else None)
-    if found is None:
-        extra = " (nor a copy with another video extension)" if finder is not None and finder.transcoded else ""
-        issues.report("missing_video", where, f"{path} does not exist{extra}")
-        return None
-    if check == "probe" and not _probe(found, where, issues):
-        return None
-    return found
-
-
-def _probe(path: Path, where: str, issues: "DataIssues") -> bool:
-    from ..io import probe_video
-
-    try:
-        probe_video(path)
-    except (Video3DZooError, OSError) as exc:
-        issues.report("undecodable_video", where, str(exc))
-        return False
-    return True
-
-
-def _check_exists(item_path: Path, where: str, issues: DataIssues, check: str) -> bool:
-    return _locate(item_path, where, issues, check) is not None
-
-
-def _index_files(root: Path) -> Dict[str, str]:
-    """``{file stem: path}`` of every video file under ``root`` (first found wins)."""
-    index: Dict[str, str] = {}
-    for folder, _dirs, files in os.walk(root):
-        for name in files:
-            stem, ext = os.path.splitext(name)
-            if ext.lower() in VIDEO_EXTENSIONS:
-                index.setdefault(stem, os.path.join(folder, name))
-    return index
+from ..errors import DataError
+# the split's data model and the shared file helpers are re-exported: they lived here before
+from .annotations import (VideoFinder, exists_checked, index_video_files, locate_video, need_file,  # noqa: F401
+                          probe_ok, read_class_index, read_class_names, text_lines)
+from .videolist import VIDEO_EXTENSIONS, DataIssues, VideoItem, VideoList  # noqa: F401
 
 
 def kinetics_labels(csv_path: Union[str, Path]) -> List[str]:
     """Class names in order of first appearance in a Kinetics CSV (the original code's order)."""
     labels: List[str] = []
     seen = set()
-    path = _need_file(Path(csv_path), "Kinetics annotation CSV")
+    path = need_file(Path(csv_path), "Kinetics annotation CSV")
     with open(path, encoding="utf-8-sig", newline="") as fh:
         reader = csv.DictReader(fh)
         if reader.fieldnames is None or "label" not in reader.fieldnames:
@@ -308,10 +85,10 @@ def read_kinetics(csv_path: Union[str, Path], root: Union[str, Path], labels: Op
                   file_index: Optional[Dict[str, str]] = None) -> VideoList:
     """Videos of a Kinetics annotation CSV; ``labels`` default to this CSV's own first-appearance order."""
     issues = issues or DataIssues()
-    path = _need_file(Path(csv_path), "Kinetics annotation CSV")
+    path = need_file(Path(csv_path), "Kinetics annotation CSV")
     labels = list(labels) if labels is not None else kinetics_labels(path)
     label_index = {name: i for i, name in enumerate(labels)}
-    index = file_index if file_index is not None else _index_files(Path(root))
+    index = file_index if file_index is not None else index_video_files(Path(root))
     items: List[VideoItem] = []
     listed = 0
     with open(path, encoding="utf-8-sig", newline="") as fh:
@@ -337,7 +114,7 @@ def read_kinetics(csv_path: Union[str, Path], root: Union[str, Path], labels: Op
             else:
                 issues.report("missing_video", where, f"no video file {key}.* or {yid}.* under {root}")
                 continue
-            if check != "probe" or _probe(Path(item.path), where, issues):
+            if check != "probe" or probe_ok(Path(item.path), where, issues):
                 items.append(item)
     return VideoList(items, labels, str(path), files=[str(path)], listed=listed)
 
@@ -356,10 +133,10 @@ def read_ucf101(annotations: Union[str, Path], root: Union[str, Path], split: in
     labels = list(numbered.values())
     by_name = {name: i for i, name in enumerate(labels)}
     list_name = f"{'trainlist' if subset == 'train' else 'testlist'}{split:02d}.txt"
-    list_file = _need_file(folder / list_name, f"UCF-101 {list_name}")
+    list_file = need_file(folder / list_name, f"UCF-101 {list_name}")
     finder = VideoFinder()
     items, listed = [], 0
-    for number, text in _lines(list_file):
+    for number, text in text_lines(list_file):
         where = f"{list_file}:{number}"
         listed += 1
         parts = text.split()
@@ -371,7 +148,7 @@ def read_ucf101(annotations: Union[str, Path], root: Union[str, Path], split: in
         if len(parts) == 2 and (not parts[1].isdigit() or numbered.get(int(parts[1])) != cls):
             issues.report("malformed_row", where, f"class index {parts[1]!r} does not match folder {cls!r}")
             continue
-        path = _locate(root / rel, where, issues, check, finder)
+        path = locate_video(root / rel, where, issues, check, finder)
         if path is not None:
             items.append(VideoItem(str(path), by_name[cls], rel, where=where))
     return VideoList(items, labels, str(list_file), files=[str(class_file), str(list_file)], listed=listed,
@@ -394,7 +171,7 @@ def read_hmdb51(annotations: Union[str, Path], root: Union[str, Path], split: in
     items, listed = [], 0
     for split_file in files:
         cls = split_file.name[: -len(suffix)]
-        for number, text in _lines(split_file):
+        for number, text in text_lines(split_file):
             where = f"{split_file}:{number}"
             parts = text.split()
             if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
@@ -404,7 +181,7 @@ def read_hmdb51(annotations: Union[str, Path], root: Union[str, Path], split: in
             if parts[1] != wanted:
                 continue
             listed += 1
-            path = _locate(root / cls / parts[0], where, issues, check, finder)
+            path = locate_video(root / cls / parts[0], where, issues, check, finder)
             if path is not None:
                 items.append(VideoItem(str(path), by_name[cls], f"{cls}/{parts[0]}", where=where))
     return VideoList(items, labels, f"{folder}/*{suffix}", files=[str(f) for f in files], listed=listed,
@@ -439,7 +216,7 @@ def _every_video(root: Path, labels: Sequence[str], issues: DataIssues, check: s
     for label, cls in enumerate(labels):
         for path in sorted((root / cls).glob("*")):
             if path.suffix.lower() in VIDEO_EXTENSIONS:
-                if _check_exists(path, str(path), issues, "probe" if check == "probe" else "none"):
+                if exists_checked(path, str(path), issues, "probe" if check == "probe" else "none"):
                     items.append(VideoItem(str(path), label, f"{cls}/{path.name}", where=str(path)))
     return VideoList(items, list(labels), f"{root}/*/*", listed=len(items))
 
@@ -461,10 +238,10 @@ def read_folder(root: Union[str, Path], list_name: str = "train", annotations: U
     list_file = Path(list_name)
     if not list_file.suffix:
         list_file = Path(annotations or root) / f"{list_name}.txt"
-    _need_file(list_file, "split list")
+    need_file(list_file, "split list")
     items: List[VideoItem] = []
     listed = 0
-    for number, text in _lines(list_file):
+    for number, text in text_lines(list_file):
         where = f"{list_file}:{number}"
         listed += 1
         parts = text.split()
@@ -477,7 +254,7 @@ def read_folder(root: Union[str, Path], list_name: str = "train", annotations: U
             issues.report("malformed_row", where, f"unknown class {cls!r} (known: {len(labels)} classes)")
             continue
         path = root / rel
-        if _check_exists(path, where, issues, check):
+        if exists_checked(path, where, issues, check):
             items.append(VideoItem(str(path), by_name[cls], rel, where=where))
     class_file = class_file_of(root, annotations)
     files = ([str(class_file)] if class_file is not None else []) + [str(list_file)]
@@ -502,10 +279,10 @@ def read_list(list_file: Union[str, Path], root: Union[str, Path, None] = None,
     class names of the list (numerically when all are integers).
     """
     issues = issues or DataIssues()
-    path = _need_file(Path(list_file), "video list")
+    path = need_file(Path(list_file), "video list")
     base = Path(root) if root is not None else path.parent
     rows, listed = [], 0
-    for number, text in _lines(path):
+    for number, text in text_lines(path):
         listed += 1
         parts = text.rsplit(None, 1)
         if len(parts) != 2:
@@ -520,7 +297,7 @@ def read_list(list_file: Union[str, Path], root: Union[str, Path, None] = None,
             issues.report("malformed_row", where, f"class {cls!r} is not in {classes}")
             continue
         video = base / rel
-        if _check_exists(video, where, issues, check):
+        if exists_checked(video, where, issues, check):
             items.append(VideoItem(str(video), by_name[cls], rel, where=where))
     files = [str(path)] + ([str(classes)] if classes else [])
     return VideoList(items, labels, str(path), files=files, listed=listed)
@@ -555,4 +332,3 @@ def read_split(data, subset: str, issues: DataIssues, labels: Optional[Sequence[
     if not out.items:
         raise DataError(f"the {subset} split of {out.name} has no usable video ({issues.summary()})")
     return out
-

@@ -1,0 +1,57 @@
+"""Atomic file writes: a file is replaced only by a complete new version, never left half-written.
+
+:class:`atomic_path` yields a temporary path next to the target and renames it into place when
+the ``with`` block succeeds (and removes it when it fails); :func:`write_text_atomic` and
+:func:`write_json_atomic` are the one-line forms for text and JSON files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Union
+
+PathLike = Union[str, os.PathLike]
+
+
+class atomic_path:
+    """Context manager yielding a temporary path that replaces ``target`` on success only.
+
+    The temporary is ``.<target name>.<random letters>.tmp`` in the target's folder (created if
+    needed), so the final rename never crosses a file system.  The file gets the permissions a
+    newly created file would get (mkstemp's are 0600).
+    """
+
+    def __init__(self, target: PathLike) -> None:
+        self.target = Path(target)
+
+    def __enter__(self) -> Path:
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{self.target.name}.", suffix=".tmp", dir=self.target.parent)
+        os.close(fd)
+        self.tmp = Path(name)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
+            os.replace(self.tmp, self.target)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically; returns the path."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_json_atomic(path: PathLike, data: Any, indent: int = 2) -> Path:
+    """Write ``data`` as indented JSON plus a final newline to ``path`` atomically; returns the path."""
+    return write_text_atomic(path, json.dumps(data, indent=indent) + "\n")
