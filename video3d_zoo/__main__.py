@@ -1,3 +1,5 @@
+"""``python -m video3d_zoo``: the ``video3d-zoo`` command line (:mod:`.cli`)."""
+
 import sys
 
 from .cli import main

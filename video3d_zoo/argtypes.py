@@ -1,4 +1,4 @@
-"""argparse vocabulary shared by every command's parser (``cli``, ``eval``, ``make-synthetic``).
+"""argparse vocabulary shared by every command's parser (:mod:`.cli`, :mod:`.cli_train`).
 
 Each type checks a value while the arguments are parsed, so a bad number ends the command with
 a clear message and exit status 2 before any work starts.

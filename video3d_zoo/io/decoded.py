@@ -1,6 +1,8 @@
-"""What decoding produces: :class:`VideoInfo` (from :func:`~video3d_zoo.io.probe_video`),
-:class:`DecodedVideo`, :class:`DecodedFrame`, :class:`DecodeReport`, and the frame buffer
-:func:`~video3d_zoo.io.read_frames` fills.
+"""What decoding produces: video metadata, decoded frames, the decode report and the frame buffer.
+
+:class:`VideoInfo` comes from :func:`~video3d_zoo.io.probe_video`, :class:`DecodedVideo` from
+:func:`~video3d_zoo.io.read_frames` (which fills a :class:`FrameBuffer`), :class:`DecodedFrame`
+from :func:`~video3d_zoo.io.iter_frames`; :class:`DecodeReport` says how decoding went.
 """
 
 from __future__ import annotations

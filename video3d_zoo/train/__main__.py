@@ -1,4 +1,4 @@
-"""``python -m video3d_zoo.train CONFIG [--set key=value ...] [--resume]``: ``video3d-zoo train`` (also under torchrun)."""
+"""``python -m video3d_zoo.train CONFIG [...]``: the ``video3d-zoo train`` command (also under torchrun)."""
 
 import sys
 

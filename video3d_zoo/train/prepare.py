@@ -1,5 +1,7 @@
-"""Preparing a run: seeding, and freezing the early stages for fine-tuning (the autocast dtype:
-:mod:`video3d_zoo.precision`)."""
+"""Preparing a run: seeding, and freezing the early stages for fine-tuning.
+
+The autocast dtype (``train.amp``) is :func:`video3d_zoo.precision.resolve_amp`.
+"""
 
 from __future__ import annotations
 

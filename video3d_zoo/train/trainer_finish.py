@@ -1,6 +1,8 @@
-"""What a training run reports and leaves behind: validation, ``log.csv``, TensorBoard scalars and
-the finish step (final evaluation, the exported zoo folder with ``metrics.json``, ``data_issues.json``
-and the curves).
+"""What a training run reports and leaves behind: validation, logs, the final evaluation and the export.
+
+Validation metrics, ``log.csv`` and TensorBoard scalars every epoch; at the end the finish step:
+the final evaluation (``eval/``), the exported zoo folder with ``metrics.json``,
+``data_issues.json`` and the curves.
 
 :class:`TrainerFinish` is the last part of :class:`~video3d_zoo.train.loop.Trainer`; it uses
 what :class:`~video3d_zoo.train.trainer_setup.TrainerSetup` built and the loop's ``history``,
