@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import stat
@@ -403,7 +402,3 @@ def convert_to_folder(source: PathLike, out_dir: PathLike, allow_nonfinite: bool
     """
     model = from_pretrained(source, allow_nonfinite=allow_nonfinite)
     return save_pretrained(model, out_dir)
-
-
-def config_summary(config: ModelConfig) -> str:
-    return json.dumps({k: v for k, v in config.to_dict().items() if k != "labels"}, indent=2)
