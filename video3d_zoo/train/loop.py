@@ -20,6 +20,10 @@ unless accepted (``accept_config_changes``; :data:`.config.RESUME_SAFE` lists th
 
 A non-finite loss, gradient or weight stops the run with :class:`~video3d_zoo.errors.TrainingDivergedError`
 before anything is saved (:mod:`.guard`): ``last.pt``, ``best.pt`` and an earlier export stay good.
+
+The :class:`Trainer` comes in three parts: :mod:`.trainer_setup` (run folder, data, model,
+optimizer), this module (the epochs and the resumable state) and :mod:`.trainer_finish`
+(validation, logs, the final evaluation and the export).
 """
 
 from __future__ import annotations
