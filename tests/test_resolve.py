@@ -185,6 +185,15 @@ def test_internal_errors_keep_the_traceback_and_say_bug(monkeypatch, capsys):
     assert "Traceback" in err and "this is a bug" in err
 
 
+def test_a_closed_stdout_is_not_a_bug(monkeypatch, capsys):
+    def closed(args):  # what printing into ``| head`` raises once head has exited
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setitem(cli._COMMANDS, "list", closed)
+    assert cli.main(["list"]) == 141
+    assert "bug" not in capsys.readouterr().err
+
+
 def test_unwritable_output_is_a_user_error(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

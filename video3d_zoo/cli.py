@@ -313,6 +313,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
+    except BrokenPipeError:  # whoever read stdout went away (``| head``): nothing of ours went wrong
+        _silence_stdout()
+        return 141
     except Video3DZooError as exc:
         message = str(exc)
         if args.command in _ONE_LINE_ERRORS:
@@ -335,6 +338,16 @@ def _user_error(command: str, message: str) -> int:
     for line in rest:
         print(f"  {line}", file=sys.stderr)
     return 2
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit does not fail once more."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (captured output)
+        pass
 
 
 def _describe_os_error(exc: OSError) -> str:
