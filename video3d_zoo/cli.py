@@ -208,9 +208,32 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 def _cmd_list_pretrained(args: argparse.Namespace) -> int:
     from .manifest import list_pretrained
 
-    for name in list_pretrained(args.pattern):
-        print(name)
+    if not (args.verbose or args.json):
+        for name in list_pretrained(args.pattern):
+            print(name)
+        return 0
+    rows = list_pretrained(args.pattern, sources=True)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in rows], indent=2))
+        return 0
+    width = max([len(r.name) + 10 for r in rows] + [20])
+    print(f"{'model.tag':<{width}} {'now from':<13} where")
+    for r in rows:
+        name = r.name + (" (default)" if r.default else "")
+        print(f"{name:<{width}} {r.available:<13} {r.describe()}")
     return 0
+
+
+@command("import")
+def _cmd_import(args: argparse.Namespace) -> int:
+    from .importer import import_weights
+
+    report = import_weights(args.paths)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.describe(cli=True))
+    return 0 if report.ok else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -235,6 +258,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list-pretrained", help="list pretrained weights as model.tag")
     p.add_argument("pattern", nargs="?", default="*")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="also say where each can come from now: embedded, installed (from which file), cached, "
+                        "hub, or original only")
+    p.add_argument("--json", action="store_true", help="the same as JSON")
+
+    p = sub.add_parser("import", help="verify, convert and install original checkpoints (2017, 2020, torchvision) "
+                       "so that their names load offline")
+    p.add_argument("paths", nargs="+", help="original .pth files, or folders searched recursively")
+    p.add_argument("--json", action="store_true", help="the report as JSON")
 
     p = sub.add_parser("info", help="parameters and GMACs of a model (fvcore)")
     p.add_argument("name")
@@ -304,8 +336,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
-    except Video3DZooError as exc:
-        return _user_error(args.command, str(exc))
+    except Video3DZooError as exc:  # an error may carry its advice as commands (cli_message) besides Python
+        return _user_error(args.command, getattr(exc, "cli_message", None) or str(exc))
     except OSError as exc:
         if exc.filename is None and not isinstance(exc, (PermissionError, FileNotFoundError)):
             return _internal_error(args.command)
