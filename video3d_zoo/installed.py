@@ -222,7 +222,8 @@ def install_state_dict(entry, state_dict: Mapping[str, Any], config, original: M
             sha, size = sha256_file(tmp), tmp.stat().st_size
             target = folder / f"weights-{sha[:16]}.safetensors"
             unchanged = (previous is not None and previous.sha256 == sha and previous.path == target
-                         and target.is_file() and target.stat().st_size == size)
+                         and target.is_file() and target.stat().st_size == size
+                         and sha256_file(target) == sha)  # a damaged copy of the same name is replaced
             if not unchanged:
                 umask = os.umask(0)
                 os.umask(umask)

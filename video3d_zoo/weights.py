@@ -113,12 +113,26 @@ def read_safetensors(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Optional[
     try:
         with safe_open(str(path), framework="pt") as fh:
             metadata = fh.metadata() or {}
-            sd = {key: fh.get_tensor(key) for key in fh.keys()}
+            sd = {key: _aligned(fh.get_tensor(key)) for key in fh.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc}); truncated or corrupt?") from exc
     text = metadata.get(CONFIG_METADATA_KEY)
     config = ModelConfig.from_json(text, f"{path} metadata") if text else None
     return sd, config
+
+
+_ALIGNMENT = 64  # bytes: what PyTorch's CPU allocator guarantees
+
+
+def _aligned(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor``, copied into freshly allocated memory if its data is not 64-byte aligned.
+
+    safetensors may hand out tensors at any offset of its buffer.  CPU kernels (oneDNN, MKL) pick
+    their code path by alignment, so the same weights at another address can give results that
+    differ in the last bits; aligned like ``torch.load``'s, a converted file computes exactly what
+    the original does.
+    """
+    return tensor if tensor.data_ptr() % _ALIGNMENT == 0 else tensor.clone()
 
 
 def read_pickle(path: PathLike) -> Any:
