@@ -218,7 +218,33 @@ def render_plot(name: str, check: bool) -> Optional[str]:
     return None
 
 
-BLOCKS: Dict[str, Callable[[], str]] = {"bench": bench_table}
+def alias_table() -> str:
+    """What ``pretrained=True`` and each alias word select, for every model with pretrained weights."""
+    from video3d_zoo.manifest import load_manifest
+
+    manifest = load_manifest()
+    common = ["kinetics", "kinetics400", "kinetics700"]
+
+    def cell(model: str, tag: Optional[str]) -> str:
+        if tag is None:
+            return "-"
+        entry = manifest.get(model, tag)
+        return f"`{tag}` ({entry.dataset.name if entry.dataset else entry.num_classes})"
+
+    out = ["| model | `pretrained=True` | " + " | ".join(f"`{w}`" for w in common) + " | other words |",
+           "|---|---|" + "---|" * len(common) + "---|"]
+    for model in manifest.models():
+        words = manifest.aliases.get(model, {})
+        default = manifest.default_for(model)
+        tags = ", ".join(f"`{e.tag}`" for e in manifest.entries_for(model))
+        first = cell(model, default.tag) if default else f"none (name a tag: {tags})"
+        others = ", ".join(f"`{w}` -> `{t}`" for w, t in sorted(words.items()) if w not in common) or "-"
+        out.append(f"| `{model}` | {first} | " + " | ".join(cell(model, words.get(w)) for w in common)
+                   + f" | {others} |")
+    return "\n".join(out)
+
+
+BLOCKS: Dict[str, Callable[[], str]] = {"bench": bench_table, "aliases": alias_table}
 
 
 def fill_blocks(text: str) -> str:

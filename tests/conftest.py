@@ -9,6 +9,20 @@ import pytest
 from helpers import DATA
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_weights_home(tmp_path_factory):
+    """No test sees (or writes to) the weights a developer installed with ``video3d-zoo import``."""
+    import os
+
+    saved = os.environ.get("VIDEO3D_ZOO_HOME")
+    os.environ["VIDEO3D_ZOO_HOME"] = str(tmp_path_factory.mktemp("video3d_zoo_home"))
+    yield
+    if saved is None:
+        os.environ.pop("VIDEO3D_ZOO_HOME", None)
+    else:
+        os.environ["VIDEO3D_ZOO_HOME"] = saved
+
+
 @pytest.fixture(scope="session")
 def recipe():
     sys.path.insert(0, str(DATA / "golden"))

@@ -125,6 +125,35 @@ def test_labels_are_consistent(manifest):
             assert entry.labels_source, entry.name
         else:
             assert len(entry.labels) == entry.num_classes
+        assert entry.to_config().labels == entry.labels
+
+
+def test_every_entry_a_packaged_list_fits_has_it(manifest, raw):
+    expected = {"Kinetics-400": "kinetics400", "Kinetics-700": "kinetics700", "UCF-101 split 1": "ucf101",
+                "HMDB-51 split 1": "hmdb51"}
+    for entry, raw_entry in zip(manifest.entries, raw["entries"]):
+        label_set = expected.get(entry.dataset.name)
+        assert entry.label_set == label_set, entry.name
+        if label_set is None:
+            assert entry.labels is None or entry.embedded is not None, entry.name
+            if entry.embedded is None:
+                assert "No class list is shipped" in entry.labels_source, entry.name
+        else:
+            assert raw_entry["labels"] == label_set  # stored by reference, not as 400 strings
+            assert entry.labels_source.startswith(label_set + " (video3d_zoo/data/labels/"), entry.name
+    k400 = manifest.get("r3d_18", "k400_16f")
+    assert k400.labels[0] == "abseiling" and k400.labels[-1] == "zumba"
+    assert manifest.get("resnext3d_101", "ucf101s1_16f").labels[:2] == ("ApplyEyeMakeup", "ApplyLipstick")
+
+
+def test_torchvision_accuracies_are_its_video_level_metadata(manifest):
+    for model, top1, top5 in (("r3d_18", 63.200, 83.479), ("mc3_18", 63.960, 84.130),
+                              ("r2plus1d_18", 67.463, 86.175)):
+        entry = manifest.get(model, "k400_16f")
+        assert [(a.metric, a.value) for a in entry.accuracy] == [("top1", top1), ("top5", top5)]
+        for acc in entry.accuracy:
+            assert (acc.level, acc.clips, acc.crops) == ("video", 5, 1)
+            assert "clip_len 16, frame_rate 15, clips_per_video 5" in acc.note
 
 
 def test_nothing_is_published_yet_and_the_error_says_what_to_do(manifest):
@@ -134,17 +163,24 @@ def test_nothing_is_published_yet_and_the_error_says_what_to_do(manifest):
 
     with pytest.raises(WeightsNotFoundError) as info:
         fetch_converted("resnet3d_50", "kinetics", manifest=manifest)
-    text = str(info.value)
-    assert "r3d50_K_200ep.pth" in text and "1xbYbZ7rpyjftI_KCk6YuL-XrfQDz7Yd4" in text
-    assert "video3d-zoo convert r3d50_K_200ep.pth -o ./resnet3d_50.k700_16f" in text
+    text, cli_text = str(info.value), info.value.cli_message  # Python for Python users, commands for the CLI
+    for message in (text, cli_text):
+        assert "r3d50_K_200ep.pth" in message and "1xbYbZ7rpyjftI_KCk6YuL-XrfQDz7Yd4" in message
+        assert "Three ways to get the weights" in message
+    assert "video3d_zoo.import_weights(['r3d50_K_200ep.pth'])" in text
+    assert "from_pretrained('r3d50_K_200ep.pth')" in text
     assert "create_model('resnet3d_50', pretrained='./resnet3d_50.k700_16f')" in text
+    assert "video3d-zoo import" not in text and "video3d-zoo convert" not in text
+    assert "video3d-zoo import r3d50_K_200ep.pth" in cli_text
+    assert "video3d-zoo convert r3d50_K_200ep.pth -o ./resnet3d_50.k700_16f" in cli_text
+    assert "--model ./resnet3d_50.k700_16f" in cli_text and "create_model" not in cli_text
 
 
 def test_unpublished_through_create_model(monkeypatch):
     import video3d_zoo
 
     monkeypatch.setenv(MANIFEST_ENV, str(ROOT_MANIFEST))
-    with pytest.raises(WeightsNotFoundError, match="video3d-zoo convert resnext-101-64f-kinetics.pth"):
+    with pytest.raises(WeightsNotFoundError, match=r"from_pretrained\('resnext-101-64f-kinetics.pth'\)"):
         video3d_zoo.create_model("resnext101_3d.k400_64f", pretrained=True)
 
 
@@ -282,7 +318,10 @@ def test_resolve(manifest):
         manifest.resolve("resnet3d_50", "imagenet")
     with pytest.raises(WeightsNotFoundError, match="no weights for preact_resnet3d_10"):
         manifest.resolve("preact_resnet3d_10", True)
-    assert manifest.resolve("resnet3d_10", True).embedded is not None  # the embedded synthetic-motion model
+    # the embedded synthetic-motion toy is reached by its tag only: resnet3d_10 has no default weights
+    assert manifest.resolve("resnet3d_10", "synthetic_motion").embedded is not None
+    with pytest.raises(WeightsNotFoundError, match="resnet3d_10 has no default pretrained weights.*synthetic_motion"):
+        manifest.resolve("resnet3d_10", True)
     with pytest.raises(WeightsNotFoundError, match="not of resnet3d_50"):
         manifest.resolve("resnet3d_50", "resnet3d_18.k700_16f")
 
@@ -291,7 +330,13 @@ def test_one_default_per_model_and_aliases_point_to_real_tags(manifest):
     registered = set(list_models())
     for model in manifest.models():
         assert model in registered
-        assert sum(e.default for e in manifest.entries_for(model)) == 1, model
+        real = [e for e in manifest.entries_for(model) if e.upstream is not None]
+        defaults = [e for e in manifest.entries_for(model) if e.default]
+        if real:  # a model with released weights defaults to one of them: Kinetics, never the toy
+            assert len(defaults) == 1 and defaults[0].upstream is not None, model
+            assert defaults[0].dataset.name.startswith("Kinetics"), model
+        else:
+            assert defaults == [], model
     for model, words in manifest.aliases.items():
         for word, tag in words.items():
             assert manifest.get(model, tag)
@@ -337,6 +382,17 @@ def test_a_good_manifest_parses():
     assert m.entries[0].to_config().labels == ("a", "b", "c")
 
 
+def test_labels_by_packaged_list_name_resolve_and_round_trip():
+    from video3d_zoo.labels import load_label_set
+
+    m = parse_manifest(_manifest(_good_entry(num_classes=51, labels="hmdb51", labels_source="checked")))
+    entry = m.entries[0]
+    assert entry.label_set == "hmdb51" and entry.labels == load_label_set("hmdb51")
+    assert entry.to_config().labels[0] == "brush_hair"
+    assert entry.to_dict()["labels"] == "hmdb51"
+    assert parse_manifest(m.to_dict()) == parse_manifest(_manifest(entry.to_dict()))
+
+
 @pytest.mark.parametrize("mutate, expected", [
     (lambda e: e["hub"].update(sha256="abc123"),
      "entries[0] (resnet3d_10.tiny_16f).hub.sha256: expected 64 lower-case hex digits (sha256 of the file), "
@@ -352,6 +408,13 @@ def test_a_good_manifest_parses():
     (lambda e: e.update(tag="k400.16f"), "entries[0] (resnet3d_10.k400.16f).tag"),
     (lambda e: e.update(labels=["a", "b"]), "entries[0] (resnet3d_10.tiny_16f).labels: 2 names for num_classes=3"),
     (lambda e: e.update(labels=None), "entries[0] (resnet3d_10.tiny_16f).labels_source: required when labels is null"),
+    (lambda e: e.update(labels="kinetics401"), "entries[0] (resnet3d_10.tiny_16f).labels: unknown label set "
+                                               "'kinetics401'; expected null, a list of class names or one of"),
+    (lambda e: e.update(labels="kinetics400", labels_source="x"),
+     "entries[0] (resnet3d_10.tiny_16f).labels: label set 'kinetics400' has 400 names, but num_classes=3"),
+    (lambda e: e.update(labels="ucf101", num_classes=101),
+     "entries[0] (resnet3d_10.tiny_16f).labels_source: required with the label set 'ucf101'"),
+    (lambda e: e.update(labels=7), "entries[0] (resnet3d_10.tiny_16f).labels: expected null, the name of a packaged"),
     (lambda e: e["input_spec"].update(std=[0.2, 0.0, 0.2]), "entries[0] (resnet3d_10.tiny_16f).input_spec: std"),
     (lambda e: e["input_spec"].update(frames=0), "entries[0] (resnet3d_10.tiny_16f).input_spec: frames"),
     (lambda e: e.update(num_clases=3), "entries[0] (resnet3d_10.tiny_16f).num_clases: unknown field"),

@@ -188,6 +188,8 @@ def test_convert_all_dry_run_and_upstream_check(mc3_original, tmp_path, capsys):
     assert (folder / "README.md").is_file() and not (out / "weights_manifest.json").exists()
     model = video3d_zoo.from_pretrained(folder)
     assert model.config.architecture == "mc3_18" and model.config.tag == "k400_16f"
+    assert model.config.labels[0] == "abseiling" and len(model.config.labels) == 400  # the packaged list
+    assert "the list `kinetics400` shipped with video3d_zoo" in (folder / "README.md").read_text()
 
 
 def test_convert_all_publishes_and_writes_a_valid_manifest(mc3_original, tmp_path, hub, monkeypatch):

@@ -15,6 +15,7 @@ from .config import INPUT_PRESETS, InputSpec, ModelConfig
 from .errors import Video3DZooError
 from .version import __version__
 from .manifest import list_pretrained
+from .importer import import_weights
 from .registry import get_model_spec, list_models
 from .resolve import load_model, parse_model_ref
 from .weights import from_pretrained, save_pretrained
@@ -24,5 +25,5 @@ _FACTORIES = public_factories()
 globals().update(_FACTORIES)
 
 __all__ = ["INPUT_PRESETS", "InputSpec", "ModelConfig", "Video3DZooError", "create_model",
-           "from_pretrained", "get_model_spec", "list_models", "list_pretrained", "load_model", "parse_model_ref",
+           "from_pretrained", "get_model_spec", "import_weights", "list_models", "list_pretrained", "load_model", "parse_model_ref",
            "save_pretrained", "__version__", *sorted(_FACTORIES)]

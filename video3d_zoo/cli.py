@@ -205,9 +205,32 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 def _cmd_list_pretrained(args: argparse.Namespace) -> int:
     from .manifest import list_pretrained
 
-    for name in list_pretrained(args.pattern):
-        print(name)
+    if not (args.verbose or args.json):
+        for name in list_pretrained(args.pattern):
+            print(name)
+        return 0
+    rows = list_pretrained(args.pattern, sources=True)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in rows], indent=2))
+        return 0
+    width = max([len(r.name) + 10 for r in rows] + [20])
+    print(f"{'model.tag':<{width}} {'now from':<13} where")
+    for r in rows:
+        name = r.name + (" (default)" if r.default else "")
+        print(f"{name:<{width}} {r.available:<13} {r.describe()}")
     return 0
+
+
+@command("import")
+def _cmd_import(args: argparse.Namespace) -> int:
+    from .importer import import_weights
+
+    report = import_weights(args.paths)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.describe(cli=True))
+    return 0 if report.ok else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -237,6 +260,15 @@ def _add_list_parsers(sub) -> None:
 def _add_model_parsers(sub) -> None:
     p = sub.add_parser("list-pretrained", help="list pretrained weights as model.tag")
     p.add_argument("pattern", nargs="?", default="*")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="also say where each can come from now: embedded, installed (from which file), cached, "
+                        "hub, or original only")
+    p.add_argument("--json", action="store_true", help="the same as JSON")
+
+    p = sub.add_parser("import", help="verify, convert and install original checkpoints (2017, 2020, torchvision) "
+                       "so that their names load offline")
+    p.add_argument("paths", nargs="+", help="original .pth files, or folders searched recursively")
+    p.add_argument("--json", action="store_true", help="the report as JSON")
 
     p = sub.add_parser("info", help="parameters and GMACs of a model (fvcore)")
     p.add_argument("name")
@@ -316,8 +348,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except BrokenPipeError:  # whoever read stdout went away (``| head``): nothing of ours went wrong
         _silence_stdout()
         return 141
-    except Video3DZooError as exc:
-        message = str(exc)
+    except Video3DZooError as exc:  # an error may carry its advice as commands (cli_message) besides Python
+        message = getattr(exc, "cli_message", None) or str(exc)
         if args.command in _ONE_LINE_ERRORS:
             message = " ".join(message.split())
         return _user_error(args.command, message)

@@ -1,7 +1,8 @@
 """``video3d-zoo demo``: the main job end to end, offline, with the model embedded in the package.
 
 It writes fresh synthetic motion videos (one per class, from a seed the model never saw), classifies
-each with the embedded default model (a small 3D ResNet trained by ``configs/synthetic_r3d.toml``),
+each with the embedded toy model ``resnet3d_10.synthetic_motion`` (a small 3D ResNet trained by the
+packaged config ``synthetic_r3d``; named by its tag, it is no model's default weights),
 and extracts their clip features to one ``.npz`` per video, exactly as ``video3d-zoo classify`` and
 ``video3d-zoo extract`` would.
 """

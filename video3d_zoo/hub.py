@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from .errors import DownloadError, IntegrityError
+from .fileio import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -153,10 +154,7 @@ def _write_marker(path: Path, sha256: str) -> None:
     try:
         key = _stat_key(path)
         marker = _marker_path(sha256, key["path"])
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        tmp = marker.with_name(f".{marker.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({**key, "sha256": sha256}), encoding="utf-8")
-        os.replace(tmp, marker)
+        write_text_atomic(marker, json.dumps({**key, "sha256": sha256}))
     except OSError as exc:  # a read-only assets folder only costs a re-hash next time
         logger.debug("could not write verified-hash marker: %s", exc)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import DownloadError, IntegrityError
+from .fileio import write_text_atomic
 from .hub import (_describe, _head, _version, cache_dir, download, endpoint, etag_timeout, offline_mode,
                   remove_cached, retries)
 
@@ -81,10 +82,7 @@ def _record_ref(cache: Path, repo_id: str, revision: str, commit: str) -> None:
     if revision == commit or not _is_hex(commit, 40):
         return
     ref = cache / ("models--" + repo_id.replace("/", "--")) / "refs" / revision
-    ref.parent.mkdir(parents=True, exist_ok=True)
-    tmp = ref.with_name(f".{ref.name}.{os.getpid()}.tmp")
-    tmp.write_text(commit, encoding="utf-8")
-    os.replace(tmp, ref)
+    write_text_atomic(ref, commit)
 
 
 def _cached_copy(repo_id: str, filename: str, revision: str, cache: Path, what: str) -> Path:

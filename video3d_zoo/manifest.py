@@ -86,6 +86,14 @@ def _read_json(target: Path, origin: str) -> Any:
         raise ManifestError(f"{target}: not valid JSON ({exc})") from exc
 
 
-def list_pretrained(pattern: str = "*", manifest: Optional[Manifest] = None) -> List[str]:
-    """Sorted ``model.tag`` names of every manifest entry matching ``pattern`` (e.g. ``"resnet3d_50.*"``)."""
+def list_pretrained(pattern: str = "*", manifest: Optional[Manifest] = None, sources: bool = False) -> List[Any]:
+    """Sorted ``model.tag`` names of every manifest entry matching ``pattern`` (e.g. ``"resnet3d_50.*"``).
+
+    ``sources=True`` returns :class:`~video3d_zoo.installed.WeightsSources` instead: where each entry's
+    weights can come from now (``.available``: embedded, installed, cached, hub or original only).
+    """
+    if sources:
+        from .installed import list_sources
+
+        return list_sources(pattern, manifest)
     return (manifest or load_manifest()).list_pretrained(pattern)

@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .config import InputSpec, nonfinite_fields
 from .errors import ConfigError, ManifestError
+from .labels import LABEL_SETS, label_set_names, load_label_set
 from .manifest_schema import (_HEX40_RE, _HEX64_RE, _HEX_RE, _REPO_ID_RE, _TAG_RE, LAYOUTS, LEVELS, METRICS,
                               SCHEMA_VERSION, Accuracy, Dataset, EmbeddedFile, HubLocation, Manifest, Upstream,
                               WeightsEntry)
@@ -144,11 +145,14 @@ def _parse_entry(raw: Any, index: int, problems: _Problems) -> Optional[WeightsE
             input_spec = InputSpec.from_dict(f.data["input_spec"])
         except ConfigError as exc:
             problems.add(f.at("input_spec"), str(exc).replace("input_spec: ", "").replace("input_spec.", ""))
-    labels = _parse_labels(f, num_classes, problems)
+    labels, label_set = _parse_labels(f, num_classes, problems)
     labels_source = f.str("labels_source", nullable=True)
     if labels is None and "labels" in f.data and labels_source is None:
         problems.add(f.at("labels_source"), "required when labels is null: say where the class names and their "
                                             "order come from")
+    elif label_set is not None and labels_source is None:
+        problems.add(f.at("labels_source"), f"required with the label set {label_set!r}: say what was verified "
+                                            "about its fit to these weights")
     dataset = (_parse_dataset(f.data["dataset"], f.at("dataset"), problems)
                if f.data.get("dataset") is not None else None)
     accuracy = _parse_accuracy(f.data.get("accuracy", []), f.at("accuracy"), problems)
@@ -166,22 +170,36 @@ def _parse_entry(raw: Any, index: int, problems: _Problems) -> Optional[WeightsE
         return None
     return WeightsEntry(model=model, tag=tag, num_classes=num_classes, input_spec=input_spec,
                         arch_kwargs=dict(arch_kwargs), dataset=dataset, labels=labels, labels_source=labels_source,
+                        label_set=label_set,
                         accuracy=accuracy, upstream=upstream, hub=hub, embedded=embedded, **entry_kwargs)
 
 
-def _parse_labels(f: _Fields, num_classes: Optional[int], problems: _Problems) -> Optional[Tuple[str, ...]]:
+def _parse_labels(f: _Fields, num_classes: Optional[int],
+                  problems: _Problems) -> Tuple[Optional[Tuple[str, ...]], Optional[str]]:
+    """``(labels, label set name)``: ``labels`` is null, a list of names, or the name of a packaged list
+    (:mod:`video3d_zoo.labels`), which is resolved here."""
     labels = f.data.get("labels")
     if labels is None:
-        return None
+        return None, None
+    if isinstance(labels, str):
+        if labels not in LABEL_SETS:
+            problems.add(f.at("labels"), f"unknown label set {labels!r}; expected null, a list of class names or "
+                                         f"one of {list(label_set_names())}")
+            return None, None
+        names = load_label_set(labels)
+        if num_classes is not None and len(names) != num_classes:
+            problems.add(f.at("labels"), f"label set {labels!r} has {len(names)} names, but num_classes={num_classes}")
+            return None, None
+        return names, labels
     if not isinstance(labels, list) or not all(isinstance(x, str) and x for x in labels):
-        problems.add(f.at("labels"), "expected null or a list of non-empty strings")
-        return None
+        problems.add(f.at("labels"), "expected null, the name of a packaged label set or a list of non-empty strings")
+        return None, None
     if num_classes is not None and len(labels) != num_classes:
         problems.add(f.at("labels"), f"{len(labels)} names for num_classes={num_classes}")
     dupes = sorted({x for x in labels if labels.count(x) > 1})
     if dupes:
         problems.add(f.at("labels"), f"duplicate class names {dupes[:5]}")
-    return tuple(labels)
+    return tuple(labels), None
 
 
 def _parse_dataset(raw: Any, where: str, problems: _Problems) -> Optional[Dataset]:

@@ -116,6 +116,8 @@ class WeightsEntry:
     dataset: Optional[Dataset] = None
     labels: Optional[Tuple[str, ...]] = None
     labels_source: Optional[str] = None
+    #: the packaged class list ``labels`` came from (``"kinetics400"``), when the manifest names one
+    label_set: Optional[str] = None
     accuracy: Tuple[Accuracy, ...] = ()
     accuracy_note: Optional[str] = None
     params: Optional[int] = None
@@ -148,9 +150,13 @@ class WeightsEntry:
                            labels=self.labels, source=source, tag=self.tag)
 
     def to_dict(self) -> dict:
-        """The JSON object of this entry (the manifest's own field order)."""
-        return _obj(self, "model tag default description? arch_kwargs dataset num_classes labels labels_source "
-                          "input_spec accuracy accuracy_note? params gmacs upstream license license_note? hub embedded?")
+        """The JSON object of this entry (the manifest's own field order); labels taken from a packaged
+        list are written as the list's name."""
+        out = _obj(self, "model tag default description? arch_kwargs dataset num_classes labels labels_source "
+                         "input_spec accuracy accuracy_note? params gmacs upstream license license_note? hub embedded?")
+        if self.label_set is not None:
+            out["labels"] = self.label_set
+        return out
 
 
 @dataclass(frozen=True)

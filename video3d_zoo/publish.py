@@ -140,6 +140,9 @@ def model_card(entry: Dict[str, Any], repo_id: str, sha256: str, size: int) -> s
     lines.append("")
     if entry.get("labels") is None and entry.get("labels_source"):
         lines += [f"Class names are not bundled: {entry['labels_source']}", ""]
+    elif isinstance(entry.get("labels"), str):
+        lines += [f"Class names: in `config.json` (`labels`); the list `{entry['labels']}` shipped with "
+                  f"video3d_zoo. {entry.get('labels_source') or ''}".rstrip(), ""]
     lines += ["## Accuracy", ""]
     accuracy = entry.get("accuracy") or []
     if accuracy:
@@ -224,9 +227,13 @@ def publish_folder(folder: PathLike, repo_id: str, tag: Optional[str] = None, *,
     entry = _template_entry(config, tag, manifest)
 
     # config.json as published: the entry's tag, labels and input spec
+    labels = entry.get("labels")
+    if isinstance(labels, str):  # the name of a class list shipped in the package
+        from .labels import load_label_set
+
+        labels = load_label_set(labels)
     published_config = config.replace(
-        tag=tag, input_spec=entry["input_spec"],
-        labels=tuple(entry["labels"]) if entry.get("labels") is not None else config.labels)
+        tag=tag, input_spec=entry["input_spec"], labels=tuple(labels) if labels is not None else config.labels)
     write_text_atomic(folder / CONFIG_NAME, published_config.to_json() + "\n")
 
     weights = folder / WEIGHTS_NAME

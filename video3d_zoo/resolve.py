@@ -12,7 +12,8 @@ read it with the same rules, in this order:
 2. ``NAME`` or ``NAME.TAG`` where ``NAME`` is a registered model or alias (``list_models``)
    and the text holds no path separator - pretrained weights from the weights manifest: the
    model's default weights, or those of ``TAG`` (a tag such as ``k400_16f`` or an alias word
-   such as ``kinetics``).  With ``pretrained=False`` a bare ``NAME`` gives the architecture
+   such as ``kinetics``), found embedded in the package, installed by ``video3d-zoo import``, or
+   on the Hub, in that order (:func:`~video3d_zoo.weights.fetch_converted`).  With ``pretrained=False`` a bare ``NAME`` gives the architecture
    with random weights (a ``TAG`` then is an error: it names weights).
 3. A path to a checkpoint file or folder (a zoo folder, a ``.safetensors`` file, an original
    2017/2020 3D-ResNets-PyTorch or torchvision ``.pth``).  Text that looks like a path

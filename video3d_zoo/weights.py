@@ -112,12 +112,26 @@ def read_safetensors(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Optional[
     try:
         with safe_open(str(path), framework="pt") as fh:
             metadata = fh.metadata() or {}
-            sd = {key: fh.get_tensor(key) for key in fh.keys()}
+            sd = {key: _aligned(fh.get_tensor(key)) for key in fh.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc}); truncated or corrupt?") from exc
     text = metadata.get(CONFIG_METADATA_KEY)
     config = ModelConfig.from_json(text, f"{path} metadata") if text else None
     return sd, config
+
+
+_ALIGNMENT = 64  # bytes: what PyTorch's CPU allocator guarantees
+
+
+def _aligned(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor``, copied into freshly allocated memory if its data is not 64-byte aligned.
+
+    safetensors may hand out tensors at any offset of its buffer.  CPU kernels (oneDNN, MKL) pick
+    their code path by alignment, so the same weights at another address can give results that
+    differ in the last bits; aligned like ``torch.load``'s, a converted file computes exactly what
+    the original does.
+    """
+    return tensor if tensor.data_ptr() % _ALIGNMENT == 0 else tensor.clone()
 
 
 def read_pickle(path: PathLike) -> Any:
@@ -322,35 +336,94 @@ def _source_size(path: Path) -> int:
 
 
 # -- manifest entries ----------------------------------------------------------------------------------
-def unpublished_message(entry) -> str:
-    """What to do when an entry's converted file is not on the Hub yet."""
-    folder = f"./{entry.name}"
-    lines = [f"{entry.name} is in the weights manifest, but its converted file is not published on the "
-             "Hugging Face Hub yet (its 'hub' is null)."]
-    if entry.upstream is not None:
-        up = entry.upstream
+class WeightsUnavailableError(WeightsNotFoundError):
+    """A manifest entry whose weights are nowhere to be loaded from: not embedded, not installed, not
+    published.  ``str()`` gives the ways out as Python (``python_message``); the command line prints
+    ``cli_message``, the same ways out as ``video3d-zoo`` commands."""
+
+    def __init__(self, entry, home: Optional[Path] = None) -> None:
+        from .installed import weights_home
+
+        home = home or weights_home()
+        self.entry = entry
+        self.python_message = unavailable_message(entry, home, cli=False)
+        self.cli_message = unavailable_message(entry, home, cli=True)
+        super().__init__(self.python_message)
+
+
+def unavailable_message(entry, home: Optional[Path] = None, cli: bool = False) -> str:
+    """Why ``entry`` cannot be loaded and the three ways to get its weights, as commands (``cli``) or Python."""
+    from .installed import weights_home
+
+    home = home or weights_home()
+    model, tag, name = entry.model, entry.tag, entry.name
+    folder = f"./{name}"
+    lines = [f"{name}: no weights to load. Looked for them, in this order: embedded in the package (no), "
+             f"installed in {home} (not imported), on the Hugging Face Hub (not published: the manifest entry's "
+             "'hub' is null)."]
+    up = entry.upstream
+    if up is not None:
         alt = f" (or {', '.join(up.alternate_files)})" if up.alternate_files else ""
-        lines.append(f"The original is {up.file}{alt}, released with {up.release}"
-                     + (f", hosted at {up.url}" if up.url else "") + ".")
+        where = f", hosted at {up.url}" if up.url else ""
+        lines.append(f"The original is {up.file}{alt}, released with {up.release}{where}.")
         if up.sha256 or up.sha256_prefix:
             lines.append(f"Its sha256 {'is' if up.sha256 else 'starts with'} {up.sha256 or up.sha256_prefix}.")
         source = up.file
     else:
         lines.append("The manifest does not record where the original checkpoint lives.")
         source = "<original checkpoint>"
-    lines.append("Download it, convert it once, and load the folder:")
-    lines.append(f"    video3d-zoo convert {source} -o {folder}")
-    lines.append(f"    create_model({entry.model!r}, pretrained={folder!r})")
+    lines.append("Three ways to get the weights:")
+    if cli:
+        lines += [
+            "1. import the original once (a file, or a folder holding it); afterwards the name works offline:",
+            f"       video3d-zoo import {source}",
+            f"       video3d-zoo classify VIDEO --model {name}",
+            "2. convert it to a folder and pass the folder's path:",
+            f"       video3d-zoo convert {source} -o {folder}",
+            f"       video3d-zoo classify VIDEO --model {folder}",
+            "3. the Hub, once the converted file is published: a release of the package whose manifest has it (or "
+            "VIDEO3D_ZOO_MANIFEST pointing to one) downloads it by name; a zoo folder published on the Hub "
+            "loads as --model hf-hub:ORG/REPO",
+        ]
+    else:
+        lines += [
+            "1. import the original once (a file, or a folder holding it); afterwards the name works offline:",
+            f"       video3d_zoo.import_weights([{source!r}])",
+            f"       model = video3d_zoo.create_model({model!r}, pretrained={tag!r})",
+            "2. convert it to a folder and load that path:",
+            f"       video3d_zoo.save_pretrained(video3d_zoo.from_pretrained({source!r}), {folder!r})",
+            f"       model = video3d_zoo.create_model({model!r}, pretrained={folder!r})",
+            "3. the Hub, once the converted file is published: a release of the package whose manifest has it (or "
+            "VIDEO3D_ZOO_MANIFEST pointing to one) downloads it by name; a zoo folder published on the Hub "
+            "loads as video3d_zoo.create_model(\"hf-hub:ORG/REPO\")",
+        ]
     return "\n".join(lines)
 
 
+def unpublished_message(entry) -> str:
+    """What to do when an entry's weights are not available (kept for callers of the old name)."""
+    return unavailable_message(entry, cli=False)
+
+
 def fetch_converted(name: str, pretrained: Any = True, manifest=None) -> ConvertedCheckpoint:
-    """Find, verify (sha256) and read the weights ``pretrained`` selects for ``name``: a file shipped
-    in the package, or a download (cached) from the Hub; the config is the manifest entry's."""
+    """Find, verify (sha256) and read the weights ``pretrained`` selects for ``name``; the config is the
+    manifest entry's.
+
+    One resolution order, first found wins:
+
+    1. **embedded** - a file shipped inside the package;
+    2. **installed** - converted from the original by ``video3d-zoo import`` /
+       :func:`video3d_zoo.import_weights` (:mod:`video3d_zoo.installed`);
+    3. **Hub** - the published file, from the huggingface_hub cache when it is there (no network),
+       else downloaded and verified (:func:`video3d_zoo.hub.download`);
+    4. otherwise :class:`WeightsUnavailableError`, explaining the three ways to get the weights.
+    """
     from .hub import download, verify_file
+    from .installed import find_installed
     from .manifest import load_manifest
 
     entry = (manifest or load_manifest()).resolve(name, pretrained)
+    config = entry.to_config()
     if entry.embedded is not None:
         from importlib.resources import files
 
@@ -358,12 +431,15 @@ def fetch_converted(name: str, pretrained: Any = True, manifest=None) -> Convert
         if not path.is_file():
             raise WeightsNotFoundError(f"{entry.name}: the packaged file {path} is missing; reinstall video3d-zoo")
         verify_file(path, entry.embedded.sha256, entry.embedded.size, what=f"{entry.name} ({path})")
+    elif (installed := find_installed(entry)) is not None:
+        path = installed.path
+        config = config.replace(source=f"installed:{path}")
     elif entry.hub is not None:
         path = download(entry.hub)
     else:
-        raise WeightsNotFoundError(unpublished_message(entry))
+        raise WeightsUnavailableError(entry)
     state_dict, _ = read_checkpoint(path)
-    return ConvertedCheckpoint(state_dict=state_dict, config=entry.to_config(), layout="zoo",
+    return ConvertedCheckpoint(state_dict=state_dict, config=config, layout="zoo",
                                origin=f"{entry.name} ({path})", source_bytes=Path(path).stat().st_size)
 
 

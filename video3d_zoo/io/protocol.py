@@ -41,7 +41,7 @@ from ..config import InputSpec, input_preset
 from ..errors import ConfigError
 from .clips import LAST_POLICIES, clip_starts, loop_pad
 from .decode import DecodeReport, DecodedFrame, FrameStream, iter_frames
-from .transforms import CROP_POSITIONS, ClipPreprocessor
+from .transforms import ClipPreprocessor
 
 __all__ = ["ClipProtocol", "VideoClip", "ClipStream", "iter_video_clips", "video_clips"]
 

@@ -60,7 +60,9 @@ def load_config(source: Union[str, Path, Mapping[str, Any], TrainConfig, None] =
     elif source is None:
         data, where = {}, "defaults"
     else:
-        path = Path(source)
+        from ..train_configs import resolve_config_path
+
+        path = resolve_config_path(source)  # a path, or the name of a config shipped in the package
         where = str(path)
         data = read_config_file(path)
         data.setdefault("source", str(path))
@@ -77,7 +79,10 @@ def read_config_file(path: Path) -> Dict[str, Any]:
     if path.is_dir():
         raise TrainConfigError(f"{path}: is a folder; expected a config file (.toml or .json)")
     if not path.is_file():
-        raise TrainConfigError(f"{path}: no such config file (expected a .toml or .json file)")
+        from ..train_configs import unknown_config_hint
+
+        raise TrainConfigError(f"{path}: no such config file (expected a .toml or .json file, or the name of a "
+                               f"packaged config; {unknown_config_hint()})")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
