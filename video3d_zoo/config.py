@@ -23,6 +23,8 @@ from typing import Any, Mapping, Optional, Tuple, Union
 from .errors import ConfigError
 
 Resize = Union[int, Tuple[int, int]]
+# Key of the safetensors metadata entry that carries a model's config.json text.
+CONFIG_METADATA_KEY = "video3d_zoo.config"
 
 
 def _triple(name: str, value: Any) -> Tuple[float, float, float]:

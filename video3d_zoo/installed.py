@@ -191,7 +191,7 @@ def install_state_dict(entry, state_dict: Mapping[str, Any], config, original: M
 
     from .hub import _write_marker, sha256_file
     from .version import __version__
-    from .weights import CONFIG_METADATA_KEY
+    from .config import CONFIG_METADATA_KEY
 
     folder = entry_folder(entry.name)
     with entry_lock(entry.name):
@@ -312,11 +312,11 @@ def _hub_cached(location) -> Optional[str]:
     return found if isinstance(found, str) else None
 
 
-def list_sources(pattern: str = "*", manifest=None) -> List[WeightsSources]:
-    """:class:`WeightsSources` of every manifest entry whose ``model.tag`` matches ``pattern``, sorted."""
-    from .manifest import load_manifest
+def list_sources(pattern: str, manifest) -> List[WeightsSources]:
+    """:class:`WeightsSources` of every entry of ``manifest`` whose ``model.tag`` matches ``pattern``, sorted.
 
-    manifest = manifest or load_manifest()
+    (``video3d_zoo.list_pretrained(pattern, sources=True)`` calls this with the loaded manifest.)
+    """
     entries = sorted((e for e in manifest.entries if fnmatch.fnmatchcase(e.name, pattern)), key=lambda e: e.name)
     return [weights_sources(e) for e in entries]
 

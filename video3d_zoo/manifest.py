@@ -95,5 +95,5 @@ def list_pretrained(pattern: str = "*", manifest: Optional[Manifest] = None, sou
     if sources:
         from .installed import list_sources
 
-        return list_sources(pattern, manifest)
+        return list_sources(pattern, manifest or load_manifest())
     return (manifest or load_manifest()).list_pretrained(pattern)

@@ -22,7 +22,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from .config import ModelConfig
+from .config import CONFIG_METADATA_KEY, ModelConfig
 from .convert import ConvertedCheckpoint, convert_checkpoint
 from .errors import CheckpointError, ConfigError, UnsafeCheckpointError, WeightsNotFoundError
 from .fileio import atomic_path  # noqa: F401  (also re-exported: weights.atomic_path is its old home)
@@ -33,7 +33,6 @@ from .tensor_checks import check_finite, check_materialised_size, compact_state_
 PathLike = Union[str, os.PathLike]
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
-CONFIG_METADATA_KEY = "video3d_zoo.config"
 _STEM_KEYS = ("conv1.weight", "conv1_s.weight", "features.conv1.weight")
 
 
