@@ -25,17 +25,16 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
-from .convert import ConvertedCheckpoint, convert_checkpoint
+from .convert import ConvertedCheckpoint, convert_checkpoint, to_zoo_layout
 from .errors import CheckpointError, ConfigError, UnsafeCheckpointError, WeightsNotFoundError
 from .layers import adapt_input_conv
-from .registry import get_model_spec
+from .registry import family_of, get_model_spec
 from .tensor_checks import check_finite, check_materialised_size, compact_state_dict
 
 PathLike = Union[str, os.PathLike]
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 CONFIG_METADATA_KEY = "video3d_zoo.config"
-_STEM_KEYS = ("conv1.weight", "conv1_s.weight", "features.conv1.weight")
 
 
 # -- reading -------------------------------------------------------------------------------------
@@ -231,7 +230,7 @@ def load_converted(converted: ConvertedCheckpoint, num_classes: Optional[int] = 
     model.load_state_dict(sd, strict=True, assign=True)
     model.eval()
     if in_chans is not None and in_chans != config.in_chans:
-        _adapt_stem(model, in_chans)
+        _adapt_stem(model, config.architecture, in_chans)
         config = config.replace(in_chans=in_chans)
     if num_classes is not None and num_classes != config.num_classes:
         model.reset_classifier(num_classes)
@@ -240,9 +239,10 @@ def load_converted(converted: ConvertedCheckpoint, num_classes: Optional[int] = 
     return model
 
 
-def _adapt_stem(model: nn.Module, in_chans: int) -> None:
-    for key in _STEM_KEYS:
-        module_name = key.rsplit(".", 1)[0]
+def _adapt_stem(model: nn.Module, architecture: str, in_chans: int) -> None:
+    """Adapt the stem convolution its family names (``FamilySpec.stem_conv``) to ``in_chans``."""
+    family = family_of(architecture)
+    for module_name in family.stem_convs:
         try:
             conv = model.get_submodule(module_name)
         except AttributeError:
@@ -251,7 +251,8 @@ def _adapt_stem(model: nn.Module, in_chans: int) -> None:
         conv.in_channels = in_chans
         model.in_chans = in_chans
         return
-    raise CheckpointError("no stem convolution found to adapt to in_chans")
+    raise CheckpointError(f"{architecture}: no stem convolution {family.stem_convs} to adapt to in_chans "
+                          f"(FamilySpec.stem_conv of {family.name!r} in {family.source_file})")
 
 
 def from_pretrained(source: Union[PathLike, Mapping[str, Any]], num_classes: Optional[int] = None,
@@ -306,13 +307,20 @@ def _is_local_path(value: Any) -> bool:
 
 
 def convert_source(source: Union[PathLike, Mapping[str, Any]]) -> ConvertedCheckpoint:
-    """Read (if a path) and convert a checkpoint to the zoo layout, using a stored config if any."""
+    """Read (if a path) and convert a checkpoint to the zoo layout.
+
+    A zoo folder or ``model.safetensors`` carries its config: the model is built from it, and
+    the tensors are not asked what architecture they are (only stray prefixes / counters are
+    tidied).  Other checkpoints are recognised from their tensors (:func:`convert_checkpoint`).
+    """
     if isinstance(source, Mapping):
         return convert_checkpoint(source)
     obj, config = read_checkpoint(source)
-    converted = convert_checkpoint(obj, filename=Path(source).name)
     if config is not None:
-        converted.config = config
+        result = to_zoo_layout(obj, filename=Path(source).name, layout="kenshohara2020")  # the zoo's own
+        converted = ConvertedCheckpoint(result.state_dict, config, result.layout)
+    else:
+        converted = convert_checkpoint(obj, filename=Path(source).name)
     converted.origin, converted.source_bytes = str(source), _source_size(Path(source))
     return converted
 
