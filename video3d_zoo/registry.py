@@ -18,7 +18,7 @@ from __future__ import annotations
 import fnmatch
 import inspect
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
@@ -184,7 +184,7 @@ class FamilySpec:
                   ("tiny_kwargs", "tiny_kwargs"), ("recognise", "recognise function"),
                   ("read_layout", "read_layout function"))
         return [f"family {self.name!r} registers no {label}: add {field_name}= to its FamilySpec in "
-                f"{self.source_file}" for field_name, label in wanted if not getattr(self, field_name)]
+                f"{self.source_file}" for field_name, label in wanted if getattr(self, field_name) in (None, "", ())]
 
 
 def module_file(module: str) -> str:
@@ -250,27 +250,25 @@ def family_of(model_name: str) -> FamilySpec:
     """The :class:`FamilySpec` of a registered model (name or alias)."""
     spec = get_model_spec(model_name)
     if spec.family not in FAMILIES:
-        raise RegistryError(f"model {spec.name!r} belongs to family {spec.family!r}, which has no FamilySpec: "
-                            f"add register_family(FamilySpec(name={spec.family!r}, ...)) to "
-                            f"{module_file(spec.builder.__module__)}")
+        raise RegistryError(_orphan(spec))
     return FAMILIES.get(spec.family)
+
+
+def _orphan(spec: ModelSpec) -> str:
+    return (f"model {spec.name!r} belongs to family {spec.family!r}, which has no FamilySpec: add "
+            f"register_family(FamilySpec(name={spec.family!r}, ...)) to {module_file(spec.builder.__module__)}")
 
 
 def family_problems() -> List[str]:
     """Every gap between registered models and families, as messages naming the file to fix."""
+    specs = [MODELS.spec(name) for name in list_models()]
     problems = []
     for family in list_families():
         problems += family.missing()
-        if not any(s.family == family.name for s in MODELS._specs.values()):
+        if not any(s.family == family.name for s in specs):
             problems.append(f"family {family.name!r} has no registered models: register its builders with "
                             f"@register_model(family={family.name!r}) in {family.source_file}")
-    for name in list_models():
-        spec = MODELS.spec(name)
-        if spec.family not in FAMILIES:
-            problems.append(f"model {name!r} belongs to family {spec.family!r}, which has no FamilySpec: add "
-                            f"register_family(FamilySpec(name={spec.family!r}, ...)) to "
-                            f"{module_file(spec.builder.__module__)}")
-    return problems
+    return problems + [_orphan(s) for s in specs if s.family not in FAMILIES]
 
 
 def match_family(sd: Mapping[str, Any], layout: str) -> FamilySpec:
