@@ -42,8 +42,8 @@ def infer_architecture(sd: StateDict, layout: str = "kenshohara2020",
     if not isinstance(reading, LayoutReading) or reading.name not in MODELS:
         raise CheckpointError(f"family {family.name!r} read this checkpoint as {reading!r}, which is not a "
                               f"registered model; fix read_layout in {family.source_file}")
-    stem = next((f"{name}.weight" for name in family.stem_convs if f"{name}.weight" in sd),
-                f"{family.stem_convs[0] if family.stem_convs else 'stem'}.weight")
+    stems = [f"{name}.weight" for name in family.stem_convs] or ["<stem_conv>.weight"]
+    stem = next((key for key in stems if key in sd), stems[0])
     arch = InferredArch(MODELS.resolve(reading.name), dict(reading.kwargs),
                         num_classes=tensor_shape(sd, f"{family.classifier}.weight")[0],
                         in_chans=tensor_shape(sd, stem)[1], family=family.name, depth=reading.depth)
