@@ -27,13 +27,7 @@ RESULTS = ROOT / "results"
 sys.path.insert(0, str(ROOT))
 
 import video3d_zoo  # noqa: E402
-from video3d_zoo.registry import get_model_spec  # noqa: E402
-
-FAMILY_TITLES = {
-    "resnet3d": "3D ResNet", "preact_resnet3d": "Pre-activation 3D ResNet", "wide_resnet3d": "Wide 3D ResNet",
-    "resnext3d": "3D ResNeXt", "densenet3d": "3D DenseNet", "r2plus1d": "R(2+1)D (2020 3D-ResNets-PyTorch)",
-    "torchvision_video": "torchvision video ResNets",
-}
+from video3d_zoo.registry import get_model_spec, list_families  # noqa: E402
 
 
 def architecture_rows() -> Dict[str, List[dict]]:
@@ -77,9 +71,10 @@ def models_page() -> str:
              "GMACs per 16x112x112 clip counted with fvcore (one multiply-add = one MAC, as torchvision and timm "
              "report); parameters at 400 classes.", ""]
     by_family = architecture_rows()
-    for family in sorted(by_family, key=lambda f: list(FAMILY_TITLES).index(f) if f in FAMILY_TITLES else 99):
+    titles = {f.name: f.title or f.name for f in list_families()}  # registration order
+    for family in [f for f in titles if f in by_family] + [f for f in by_family if f not in titles]:
         rows = by_family[family]
-        lines += [f"## {FAMILY_TITLES.get(family, family)}", "",
+        lines += [f"## {titles.get(family, family)}", "",
                   "| model | aliases | params (M) | GMACs | description |", "|---|---|---|---|---|"]
         lines += [f"| `{r['name']}` | {r['aliases']} | {r['params']:.2f} | {r['gmacs']:.2f} | {r['doc']} |" for r in rows]
         entries = [e for r in rows for e in manifest.entries_for(r["name"])]

@@ -1,4 +1,4 @@
-"""Test helpers: tiny architecture arguments per family, small inputs, golden case discovery."""
+"""Test helpers: tiny architecture arguments (from the registry), small inputs, golden case discovery."""
 
 from __future__ import annotations
 
@@ -10,22 +10,11 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
 GOLDEN_DIRS = [DATA / "golden", ROOT.parent / "shared" / "golden" / "cases"]
 
-# Small widths so every registered model runs forward + backward in well under a second.
-TINY_KWARGS = {
-    "resnet3d": {"widen_factor": 0.125},
-    "preact_resnet3d": {"widen_factor": 0.125},
-    "wide_resnet3d": {"widen_factor": 0.125},
-    "resnext3d": {"widen_factor": 0.25},
-    "r2plus1d": {"widen_factor": 0.125},
-    "torchvision_video": {"widen_factor": 0.125},
-    "densenet3d": {"growth_rate": 4, "num_init_features": 8, "bn_size": 2},
-}
-
-
 def tiny_kwargs(name: str) -> dict:
-    from video3d_zoo.registry import get_model_spec
+    """Small widths (the family's ``FamilySpec.tiny_kwargs``): every model runs forward + backward fast."""
+    from video3d_zoo.registry import family_of
 
-    return dict(TINY_KWARGS[get_model_spec(name).family])
+    return dict(family_of(name).tiny_kwargs or {})
 
 
 def small_input(model, batch: int = 2, frames: int = 4, size: int = 32) -> torch.Tensor:

@@ -14,6 +14,7 @@ from video3d_zoo import create_model, from_pretrained, save_pretrained
 from video3d_zoo.cli import main as cli_main
 from video3d_zoo.convert import convert_checkpoint, detect_layout
 from video3d_zoo.errors import CheckpointError, ConfigError, UnsafeCheckpointError
+from video3d_zoo.registry import family_of
 from video3d_zoo.weights import read_checkpoint
 
 
@@ -54,8 +55,7 @@ RELEASED_2017 = [
 def test_2017_layouts_round_trip(name, kwargs):
     model, sd = zoo_state(name, **kwargs)
     ckpt = as_2017(sd)
-    ckpt["arch"] = {"densenet3d": "densenet", "wide_resnet3d": "wideresnet", "preact_resnet3d": "preresnet",
-                    "resnet3d": "resnet"}[name.rsplit("_", 1)[0]] + "-" + name.rsplit("_", 1)[1]
+    ckpt["arch"] = f"{family_of(name).arch_names[0]}-{name.rsplit('_', 1)[1]}"  # e.g. "preresnet-200"
     assert detect_layout(ckpt) == "kenshohara2017"
     loaded = from_pretrained(ckpt)
     assert loaded.config.architecture == name

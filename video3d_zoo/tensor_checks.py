@@ -82,8 +82,16 @@ def check_materialised_size(sd: Mapping[str, torch.Tensor], source_bytes: Option
             + "; ".join(_describe_growth(sd)))
 
 
+_ALIGNMENT = 64  # bytes, as PyTorch's CPU allocator aligns
+
+
 def compact_state_dict(sd: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Tensors that each own exactly their contiguous storage; already-compact ones are not copied."""
+    """Tensors that each own exactly their contiguous, aligned storage; compact ones are not copied.
+
+    Alignment matters for exactness: tensors read from a safetensors file can start at any
+    byte, and vectorised kernels then sum in another order, so a reloaded model's outputs
+    would differ from the saved model's in the last bits.
+    """
     seen = set()
     out: Dict[str, torch.Tensor] = {}
     for key, t in sd.items():
@@ -91,7 +99,7 @@ def compact_state_dict(sd: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor
         storage = t.untyped_storage()
         ptr = storage.data_ptr()
         compact = (t.is_contiguous() and t.storage_offset() == 0 and storage.nbytes() == _nbytes(t)
-                   and (ptr == 0 or ptr not in seen))
+                   and ptr % _ALIGNMENT == 0 and (ptr == 0 or ptr not in seen))
         if not compact:
             # empty + copy_ writes a dense tensor even from an expanded view (clone may keep strides)
             t = torch.empty(t.shape, dtype=t.dtype, device=t.device).copy_(t)

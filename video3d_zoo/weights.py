@@ -23,17 +23,16 @@ import torch
 from torch import nn
 
 from .config import CONFIG_METADATA_KEY, ModelConfig
-from .convert import ConvertedCheckpoint, convert_checkpoint
+from .convert import ConvertedCheckpoint, convert_checkpoint, to_zoo_layout
 from .errors import CheckpointError, ConfigError, UnsafeCheckpointError, WeightsNotFoundError
 from .fileio import atomic_path  # noqa: F401  (also re-exported: weights.atomic_path is its old home)
 from .layers import adapt_input_conv
-from .registry import get_model_spec
+from .registry import family_of, get_model_spec
 from .tensor_checks import check_finite, check_materialised_size, compact_state_dict
 
 PathLike = Union[str, os.PathLike]
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
-_STEM_KEYS = ("conv1.weight", "conv1_s.weight", "features.conv1.weight")
 
 
 # -- reading -------------------------------------------------------------------------------------
@@ -111,26 +110,12 @@ def read_safetensors(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Optional[
     try:
         with safe_open(str(path), framework="pt") as fh:
             metadata = fh.metadata() or {}
-            sd = {key: _aligned(fh.get_tensor(key)) for key in fh.keys()}
+            sd = {key: fh.get_tensor(key) for key in fh.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc}); truncated or corrupt?") from exc
     text = metadata.get(CONFIG_METADATA_KEY)
     config = ModelConfig.from_json(text, f"{path} metadata") if text else None
     return sd, config
-
-
-_ALIGNMENT = 64  # bytes: what PyTorch's CPU allocator guarantees
-
-
-def _aligned(tensor: torch.Tensor) -> torch.Tensor:
-    """``tensor``, copied into freshly allocated memory if its data is not 64-byte aligned.
-
-    safetensors may hand out tensors at any offset of its buffer.  CPU kernels (oneDNN, MKL) pick
-    their code path by alignment, so the same weights at another address can give results that
-    differ in the last bits; aligned like ``torch.load``'s, a converted file computes exactly what
-    the original does.
-    """
-    return tensor if tensor.data_ptr() % _ALIGNMENT == 0 else tensor.clone()
 
 
 def read_pickle(path: PathLike) -> Any:
@@ -243,7 +228,7 @@ def load_converted(converted: ConvertedCheckpoint, num_classes: Optional[int] = 
     model.load_state_dict(sd, strict=True, assign=True)
     model.eval()
     if in_chans is not None and in_chans != config.in_chans:
-        _adapt_stem(model, in_chans)
+        _adapt_stem(model, config.architecture, in_chans)
         config = config.replace(in_chans=in_chans)
     if num_classes is not None and num_classes != config.num_classes:
         model.reset_classifier(num_classes)
@@ -252,9 +237,10 @@ def load_converted(converted: ConvertedCheckpoint, num_classes: Optional[int] = 
     return model
 
 
-def _adapt_stem(model: nn.Module, in_chans: int) -> None:
-    for key in _STEM_KEYS:
-        module_name = key.rsplit(".", 1)[0]
+def _adapt_stem(model: nn.Module, architecture: str, in_chans: int) -> None:
+    """Adapt the stem convolution its family names (``FamilySpec.stem_conv``) to ``in_chans``."""
+    family = family_of(architecture)
+    for module_name in family.stem_convs:
         try:
             conv = model.get_submodule(module_name)
         except AttributeError:
@@ -263,7 +249,8 @@ def _adapt_stem(model: nn.Module, in_chans: int) -> None:
         conv.in_channels = in_chans
         model.in_chans = in_chans
         return
-    raise CheckpointError("no stem convolution found to adapt to in_chans")
+    raise CheckpointError(f"{architecture}: no stem convolution {family.stem_convs} to adapt to in_chans "
+                          f"(FamilySpec.stem_conv of {family.name!r} in {family.source_file})")
 
 
 def from_pretrained(source: Union[PathLike, Mapping[str, Any]], num_classes: Optional[int] = None,
@@ -318,13 +305,20 @@ def _is_local_path(value: Any) -> bool:
 
 
 def convert_source(source: Union[PathLike, Mapping[str, Any]]) -> ConvertedCheckpoint:
-    """Read (if a path) and convert a checkpoint to the zoo layout, using a stored config if any."""
+    """Read (if a path) and convert a checkpoint to the zoo layout.
+
+    A zoo folder or ``model.safetensors`` carries its config: the model is built from it, and
+    the tensors are not asked what architecture they are (only stray prefixes / counters are
+    tidied).  Other checkpoints are recognised from their tensors (:func:`convert_checkpoint`).
+    """
     if isinstance(source, Mapping):
         return convert_checkpoint(source)
     obj, config = read_checkpoint(source)
-    converted = convert_checkpoint(obj, filename=Path(source).name)
     if config is not None:
-        converted.config = config
+        result = to_zoo_layout(obj, filename=Path(source).name, layout="kenshohara2020")  # the zoo's own
+        converted = ConvertedCheckpoint(result.state_dict, config, result.layout)
+    else:
+        converted = convert_checkpoint(obj, filename=Path(source).name)
     converted.origin, converted.source_bytes = str(source), _source_size(Path(source))
     return converted
 

@@ -1,8 +1,9 @@
 """Pure converters from foreign checkpoint layouts to the zoo layout.
 
 :func:`convert_checkpoint` takes what ``torch.load`` / ``safetensors`` returned (a wrapper
-dict or a bare state dict), recognises its layout, renames its keys and infers the
-architecture, returning a :class:`ConvertedCheckpoint`.  No file or network access here.
+dict or a bare state dict), recognises its layout and renames its keys; then the model family
+that recognises the renamed tensors reads the architecture (:mod:`.infer`, which asks the
+registry), returning a :class:`ConvertedCheckpoint`.  No file or network access here.
 
 Layouts: ``kenshohara2017`` (:mod:`.kenshohara2017`), ``kenshohara2020``
 (:mod:`.kenshohara2020`, also the zoo's own layout), ``torchvision``
@@ -87,10 +88,7 @@ def convert_checkpoint(obj: Any, filename: Optional[str] = None,
                        layout: Optional[str] = None) -> ConvertedCheckpoint:
     """Recognise, rename and describe a foreign checkpoint (see the module docstring)."""
     result = to_zoo_layout(obj, filename=filename, layout=layout)
-    arch = infer_architecture(result.state_dict, result.hints, result.arch_hint)
-    if result.name_hint:
-        arch.name = result.name_hint
-        arch.kwargs = {}
+    arch = infer_architecture(result.state_dict, layout=result.layout, arch_hint=result.arch_hint)
     spec = input_preset(result.input_preset)
     if "frames" in result.hints:
         spec = spec.replace(frames=result.hints["frames"])

@@ -21,7 +21,7 @@ class LayoutResult:
     layout: str
     input_preset: str
     arch_hint: Optional[str] = None
-    name_hint: Optional[str] = None
+    #: what the file says about the input, not the architecture (e.g. ``frames``)
     hints: Dict[str, Any] = field(default_factory=dict)
 
 

@@ -3,6 +3,7 @@
 torchvision keeps its stem in ``stem.*`` and wraps every convolution with its BatchNorm in a
 ``Sequential`` (``layerX.Y.conv1.0`` conv, ``conv1.1`` BN; for R(2+1)D ``conv1.0.0`` spatial
 conv, ``conv1.0.1`` its BN, ``conv1.0.3`` temporal conv).  The files are bare state dicts.
+Which of the three networks a file holds is read by the ``torchvision_video`` model family.
 """
 
 from __future__ import annotations
@@ -44,11 +45,4 @@ def convert(sd: StateDict, arch: Optional[str] = None, filename: Optional[str] =
         for pattern, repl in renames:
             key = pattern.sub(repl, key)
         out[key] = value
-    if factorised:
-        name = "r2plus1d_18"
-    elif out["layer2.0.conv1.weight"].shape[2] == 1:
-        name = "mc3_18"
-    else:
-        name = "r3d_18"
-    return LayoutResult(out, layout="torchvision", input_preset="torchvision", name_hint=name,
-                        hints={"stem_max_pool": False})
+    return LayoutResult(out, layout="torchvision", input_preset="torchvision")

@@ -1,6 +1,15 @@
-"""Model families; importing this package registers every architecture."""
+"""Model families; importing this package registers every architecture and family.
 
-from . import densenet3d, preact_resnet3d, r2plus1d, resnet3d  # noqa: F401
+A family is one module here: its builders (``@register_model``) and, next to them, its
+:class:`~video3d_zoo.registry.FamilySpec` (``register_family``).  Import order is the order of
+the docs' sections.
+"""
+
+from . import resnet3d  # noqa: F401
+from . import preact_resnet3d  # noqa: F401
+from . import densenet3d  # noqa: F401
+from . import r2plus1d  # noqa: F401
+from . import torchvision_video  # noqa: F401
 from .densenet3d import DenseNet3d
 from .preact_resnet3d import PreActResNet3d
 from .r2plus1d import R2Plus1d

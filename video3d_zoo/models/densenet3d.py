@@ -17,6 +17,7 @@ Difference from the 2017 original: it pooled with a fixed ``AvgPool3d`` of
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from typing import Sequence
 
@@ -25,7 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import VideoClassifier, init_conv_bn
-from ..registry import register_model
+from ..layout import LayoutReading, depth_of, has_conv, non_defaults, tensor_shape
+from ..registry import FamilySpec, register_family, register_model
 
 DEPTH_BLOCKS = {
     121: (6, 12, 24, 16),
@@ -142,3 +144,34 @@ def densenet3d_201(**kwargs) -> DenseNet3d:
 def densenet3d_264(**kwargs) -> DenseNet3d:
     """3D DenseNet-264, growth rate 32."""
     return _densenet(264, **kwargs)
+
+
+def _is_densenet(sd) -> bool:
+    return has_conv(sd, "features.conv1.weight", "features.denseblock1.denselayer1.conv1.weight")
+
+
+def _dense_block_config(sd) -> tuple:
+    config = []
+    for block in range(1, 5):
+        layers = {int(m.group(1)) for k in sd
+                  for m in [re.match(rf"features\.denseblock{block}\.denselayer(\d+)\.", k)] if m}
+        if not layers:
+            break
+        config.append(max(layers))
+    return tuple(config)
+
+
+def _read_densenet(sd) -> LayoutReading:
+    depth = depth_of(DEPTH_BLOCKS, _dense_block_config(sd), "densenet3d", "layers per dense block")
+    init_features, _, stem_kt = tensor_shape(sd, "features.conv1.weight")[:3]
+    growth = tensor_shape(sd, "features.denseblock1.denselayer1.conv2.weight")[0]
+    bn_size = tensor_shape(sd, "features.denseblock1.denselayer1.conv1.weight")[0] // growth
+    kwargs = non_defaults(DenseNet3d, growth_rate=growth, num_init_features=init_features, bn_size=bn_size,
+                          stem_kernel_t=stem_kt)
+    return LayoutReading(f"densenet3d_{depth}", kwargs, depth)
+
+
+register_family(FamilySpec(
+    name="densenet3d", title="3D DenseNet", stem_conv="features.conv1", classifier="classifier",
+    tiny_kwargs={"growth_rate": 4, "num_init_features": 8, "bn_size": 2}, recognise=_is_densenet,
+    read_layout=_read_densenet, arch_names=("densenet",)))

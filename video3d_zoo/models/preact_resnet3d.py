@@ -19,7 +19,12 @@ from torch import nn
 
 from ..layers import RESNET_DEPTHS as DEPTH_LAYERS
 from ..layers import ResNetTrunk, Triple
-from ..registry import register_model
+from ..layout import (LayoutReading, block_input_normalised, depth_for, first_block_widths, has_conv,
+                      non_defaults, residual_block, shortcut_kwargs, stage_block_counts, tensor_shape,
+                      widen_kwargs)
+from ..registry import FamilySpec, register_family, register_model
+
+STAGE_WIDTHS = (64, 128, 256, 512)
 
 
 class PreActBasicBlock3d(nn.Module):
@@ -65,7 +70,7 @@ class PreActResNet3d(ResNetTrunk):
     """Pre-activation 3D ResNet with the 3D ResNet stem."""
 
     def __init__(self, block: str = "bottleneck", layers: Sequence[int] = (3, 4, 6, 3),
-                 stage_widths: Sequence[int] = (64, 128, 256, 512), num_classes: int = 400,
+                 stage_widths: Sequence[int] = STAGE_WIDTHS, num_classes: int = 400,
                  in_chans: int = 3, shortcut_type: str = "B", widen_factor: float = 1.0,
                  stem_kernel_t: int = 7, stem_stride_t: int = 1, stem_max_pool: bool = True,
                  drop_rate: float = 0.0, init_weights: bool = True) -> None:
@@ -132,3 +137,21 @@ def preact_resnet3d_152(**kwargs) -> PreActResNet3d:
 def preact_resnet3d_200(**kwargs) -> PreActResNet3d:
     """Pre-activation 3D ResNet-200 (2017 Kinetics weights exist)."""
     return _preact(200, **kwargs)
+
+
+def _is_preact(sd) -> bool:
+    return has_conv(sd, "conv1.weight", "layer1.0.conv1.weight") and block_input_normalised(sd)
+
+
+def _read_preact(sd) -> LayoutReading:
+    depth = depth_for(DEPTH_LAYERS, residual_block(sd), stage_block_counts(sd), "preact_resnet3d")
+    kwargs = shortcut_kwargs(sd)
+    kwargs.update(widen_kwargs(first_block_widths(sd, "conv1"), STAGE_WIDTHS))
+    kwargs.update(non_defaults(PreActResNet3d, stem_kernel_t=tensor_shape(sd, "conv1.weight")[2]))
+    return LayoutReading(f"preact_resnet3d_{depth}", kwargs, depth)
+
+
+register_family(FamilySpec(
+    name="preact_resnet3d", title="Pre-activation 3D ResNet", stem_conv="conv1", classifier="fc",
+    tiny_kwargs={"widen_factor": 0.125}, recognise=_is_preact, read_layout=_read_preact,
+    arch_names=("preresnet",)))

@@ -25,12 +25,22 @@ from torch import nn
 
 from ..layers import RESNET_DEPTHS as DEPTH_LAYERS
 from ..layers import ResNetTrunk, Triple
-from ..registry import register_model
+from ..layout import (LayoutReading, count_blocks, depth_for, first_block_widths, has_conv, non_defaults,
+                      residual_block, shortcut_kwargs, stage_block_counts, tensor_shape, widen_kwargs)
+from ..registry import FamilySpec, register_family, register_model
+
+STAGE_WIDTHS = (64, 128, 256, 512)
 
 
 def factorised_mid(in_planes: int, out_planes: int) -> int:
     """Mid width that gives a (2+1)D pair about the parameters of a 3x3x3 convolution."""
     return (in_planes * out_planes * 27) // (in_planes * 9 + 3 * out_planes)
+
+
+def stem_mid_width(width: int, kernel_t: int) -> int:
+    """The 2020 code's stem mid width: a (2+1)D pair about as large as a kt x 7 x 7 conv from 3 channels
+    (110 for 64 channels and kt = 7).  It assumes 3 input channels whatever ``in_chans`` is."""
+    return (3 * width * kernel_t * 49) // (3 * 49 + kernel_t * width)
 
 
 def spatial_conv(cin: int, cout: int, stride: int = 1) -> nn.Conv3d:
@@ -103,7 +113,7 @@ class R2Plus1d(ResNetTrunk):
     fusable_pairs = (("conv1_s", "bn1_s"), ("conv1_t", "bn1_t"))
 
     def __init__(self, block: str = "basic", layers: Sequence[int] = (2, 2, 2, 2),
-                 stage_widths: Sequence[int] = (64, 128, 256, 512), num_classes: int = 400,
+                 stage_widths: Sequence[int] = STAGE_WIDTHS, num_classes: int = 400,
                  in_chans: int = 3, shortcut_type: str = "B", widen_factor: float = 1.0,
                  stem_mid: Optional[int] = None, stem_kernel_t: int = 7, stem_stride_t: int = 1,
                  stem_max_pool: bool = True, mid_rule: str = "per_conv", drop_rate: float = 0.0,
@@ -124,8 +134,7 @@ class R2Plus1d(ResNetTrunk):
 
     def make_stem(self, in_chans: int, width: int) -> None:
         stem_mid, kernel_t, stride_t, max_pool = self._stem_args
-        # The 2020 code sizes the stem as if the input had 3 channels, whatever in_chans is.
-        mid = stem_mid or (3 * width * kernel_t * 49) // (3 * 49 + kernel_t * width)
+        mid = stem_mid or stem_mid_width(width, kernel_t)
         self.conv1_s = nn.Conv3d(in_chans, mid, (1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False)
         self.bn1_s = nn.BatchNorm3d(mid)
         self.conv1_t = nn.Conv3d(mid, width, (kernel_t, 1, 1), stride=(stride_t, 1, 1),
@@ -194,11 +203,29 @@ def r2plus1d_200(**kwargs) -> R2Plus1d:
     return _r2plus1d(200, **kwargs)
 
 
-@register_model(family="torchvision_video", input_preset="torchvision", origin="torchvision")
-def r2plus1d_18(**kwargs) -> R2Plus1d:
-    """torchvision R(2+1)D-18: stem mid 45 with a 3x1x1 temporal conv, no max-pool, per-block mids."""
-    kwargs.setdefault("stem_mid", 45)
-    kwargs.setdefault("stem_kernel_t", 3)
-    kwargs.setdefault("stem_max_pool", False)
-    kwargs.setdefault("mid_rule", "per_block")
-    return _r2plus1d(18, **kwargs)
+# -- family: what its checkpoints look like ------------------------------------------------------------
+def _is_r2plus1d(sd) -> bool:
+    return has_conv(sd, "conv1_s.weight", "conv1_t.weight") and 0 not in count_blocks(sd)
+
+
+def _read_r2plus1d(sd) -> LayoutReading:
+    block = residual_block(sd)
+    depth = depth_for(DEPTH_LAYERS, block, stage_block_counts(sd), "r2plus1d")
+    width, _, stem_kt = tensor_shape(sd, "conv1_t.weight")[:3]
+    widths = first_block_widths(sd, "conv1_t" if block == "basic" else "conv1")
+    kwargs = widen_kwargs(widths, STAGE_WIDTHS)
+    kwargs.update(shortcut_kwargs(sd))
+    if block == "basic" and tensor_shape(sd, "layer2.0.conv2_s.weight")[0] != factorised_mid(widths[1], widths[1]):
+        kwargs["mid_rule"] = "per_block"
+    kwargs.update(non_defaults(R2Plus1d, stem_kernel_t=stem_kt))
+    if tensor_shape(sd, "conv1_s.weight")[0] != stem_mid_width(width, stem_kt):
+        kwargs["stem_mid"] = tensor_shape(sd, "conv1_s.weight")[0]
+    # torchvision owns the plain name "r2plus1d_18" (see models/torchvision_video.py)
+    name = "r2plus1d_18_kenshohara" if depth == 18 else f"r2plus1d_{depth}"
+    return LayoutReading(name, kwargs, depth)
+
+
+register_family(FamilySpec(
+    name="r2plus1d", title="R(2+1)D (2020 3D-ResNets-PyTorch)", stem_conv="conv1_s", classifier="fc",
+    tiny_kwargs={"widen_factor": 0.125}, recognise=_is_r2plus1d, read_layout=_read_r2plus1d,
+    arch_names=("resnet2p1d",)))

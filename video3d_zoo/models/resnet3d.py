@@ -37,7 +37,17 @@ from torch import nn
 
 from ..layers import RESNET_DEPTHS as DEPTH_LAYERS
 from ..layers import ResNetTrunk, Triple
-from ..registry import register_model
+from ..layout import (LayoutReading, depth_for, first_block_widths, has_conv, block_input_normalised,
+                      non_defaults, residual_block, shape_or_none, shortcut_kwargs, stage_block_counts,
+                      tensor_shape, widen_kwargs)
+from ..registry import FamilySpec, register_family, register_model
+
+#: Stage widths (``planes``) of the 3D ResNet; WRN-50 and ResNeXt use the doubled ones, with
+#: the 2017 layout's 64-channel stem.
+STAGE_WIDTHS = (64, 128, 256, 512)
+WIDE_STAGE_WIDTHS = (128, 256, 512, 1024)
+WIDE_STEM_WIDTH = 64
+RESNEXT_CARDINALITY = 32
 
 
 class BasicBlock3d(nn.Module):
@@ -89,7 +99,7 @@ class ResNet3d(ResNetTrunk):
     """3D ResNet / WRN / ResNeXt (see the module docstring for every option)."""
 
     def __init__(self, block: str = "bottleneck", layers: Sequence[int] = (3, 4, 6, 3),
-                 stage_widths: Sequence[int] = (64, 128, 256, 512), num_classes: int = 400,
+                 stage_widths: Sequence[int] = STAGE_WIDTHS, num_classes: int = 400,
                  in_chans: int = 3, shortcut_type: str = "B", widen_factor: float = 1.0,
                  expansion: Optional[int] = None, cardinality: int = 1,
                  stem_width: Optional[int] = None, stem_kernel_t: int = 7, stem_stride_t: int = 1,
@@ -133,9 +143,9 @@ def _resnet3d(depth: int, **kwargs) -> ResNet3d:
 
 
 def _resnext3d(depth: int, **kwargs) -> ResNet3d:
-    kwargs.setdefault("stem_width", 64)
-    kwargs.setdefault("cardinality", 32)
-    kwargs.setdefault("stage_widths", (128, 256, 512, 1024))
+    kwargs.setdefault("stem_width", WIDE_STEM_WIDTH)
+    kwargs.setdefault("cardinality", RESNEXT_CARDINALITY)
+    kwargs.setdefault("stage_widths", WIDE_STAGE_WIDTHS)
     kwargs.setdefault("expansion", 2)
     return _resnet3d(depth, **kwargs)
 
@@ -203,8 +213,8 @@ def wide_resnet3d_50(**kwargs) -> ResNet3d:
 
     The 2020 code's WRN-50 is the same network with a 128-channel stem: ``stem_width=128``.
     """
-    kwargs.setdefault("stem_width", 64)
-    kwargs.setdefault("stage_widths", (128, 256, 512, 1024))
+    kwargs.setdefault("stem_width", WIDE_STEM_WIDTH)
+    kwargs.setdefault("stage_widths", WIDE_STAGE_WIDTHS)
     kwargs.setdefault("expansion", 2)
     return _resnet3d(50, **kwargs)
 
@@ -241,19 +251,81 @@ def resnext3d_200(**kwargs) -> ResNet3d:
     return _resnext3d(200, **kwargs)
 
 
-@register_model(family="torchvision_video", input_preset="torchvision", origin="torchvision")
-def r3d_18(**kwargs) -> ResNet3d:
-    """torchvision R3D-18: 3D ResNet-18 with a 3x7x7 stem and no max-pool (Tran et al. 2018)."""
-    kwargs.setdefault("stem_kernel_t", 3)
-    kwargs.setdefault("stem_max_pool", False)
-    return _resnet3d(18, **kwargs)
+# -- families: what their checkpoints look like --------------------------------------------------------
+def _bottleneck_shape(sd) -> tuple:
+    """(groups, expansion) of the first block: (1, 1) for basic blocks, (0, 0) if unreadable."""
+    if residual_block(sd) == "basic":
+        return 1, 1
+    conv1, conv2, conv3 = (shape_or_none(sd, f"layer1.0.conv{i}.weight") for i in (1, 2, 3))
+    if not (conv1 and conv2 and conv3) or len(conv2) < 2:
+        return 0, 0
+    return conv2[0] // conv2[1], conv3[0] // conv1[0]
 
 
-@register_model(family="torchvision_video", input_preset="torchvision", origin="torchvision")
-def mc3_18(**kwargs) -> ResNet3d:
-    """torchvision MC3-18: 3D convolutions in the stem and layer1, 2D (1x3x3) in layers 2-4."""
-    kwargs.setdefault("stem_kernel_t", 3)
-    kwargs.setdefault("stem_max_pool", False)
-    kwargs.setdefault("block_kernel_t", (3, 1, 1, 1))
-    kwargs.setdefault("stage_stride_t", (1, 1, 1, 1))
-    return _resnet3d(18, **kwargs)
+def _post_activation(sd) -> bool:
+    """A 3D ResNet trunk whose blocks start with a convolution (not a pre-activation BN)."""
+    return has_conv(sd, "conv1.weight", "layer1.0.conv1.weight") and not block_input_normalised(sd)
+
+
+def _is_resnet(sd) -> bool:
+    groups, expansion = _bottleneck_shape(sd)
+    return _post_activation(sd) and groups == 1 and expansion != 2
+
+
+def _is_wide_resnet(sd) -> bool:
+    return _post_activation(sd) and residual_block(sd) == "bottleneck" and _bottleneck_shape(sd) == (1, 2)
+
+
+def _is_resnext(sd) -> bool:
+    return _post_activation(sd) and residual_block(sd) == "bottleneck" and _bottleneck_shape(sd)[0] > 1
+
+
+def _read_trunk(sd, family: str):
+    """Depth, stage widths and the family-specific kwargs of a post-activation trunk."""
+    block = residual_block(sd)
+    depth = depth_for(DEPTH_LAYERS, block, stage_block_counts(sd), family)
+    kwargs = shortcut_kwargs(sd)
+    if block == "basic":
+        return depth, first_block_widths(sd, "conv1"), kwargs
+    groups, expansion = _bottleneck_shape(sd)
+    if family == "resnext3d" and groups != RESNEXT_CARDINALITY:
+        kwargs["cardinality"] = groups
+    if family == "resnet3d" and expansion != 4:
+        kwargs["expansion"] = expansion
+    widths = [o // (expansion if groups == 1 else 2) for o in first_block_widths(sd, "conv3")]
+    return depth, widths, kwargs
+
+
+def _read_resnet_family(sd, family: str) -> LayoutReading:
+    depth, widths, kwargs = _read_trunk(sd, family)
+    wide = family in ("wide_resnet3d", "resnext3d")
+    kwargs.update(widen_kwargs(widths, WIDE_STAGE_WIDTHS if wide else STAGE_WIDTHS))
+    stem_out, _, stem_kt = tensor_shape(sd, "conv1.weight")[:3]
+    default_stem = int(WIDE_STEM_WIDTH * kwargs.get("widen_factor", 1.0)) if wide else widths[0]
+    if stem_out != default_stem:
+        if "widen_factor" in kwargs:  # an explicit stem needs explicit widths to stay exact
+            del kwargs["widen_factor"]
+            kwargs["stage_widths"] = tuple(widths)
+        kwargs["stem_width"] = stem_out
+    conv_t = "conv2" if residual_block(sd) == "bottleneck" else "conv1"
+    kernels = tuple(tensor_shape(sd, f"layer{i}.0.{conv_t}.weight")[2] for i in range(1, 5))
+    kwargs.update(non_defaults(ResNet3d, stem_kernel_t=stem_kt, block_kernel_t=kernels))
+    if family == "wide_resnet3d" and depth != 50:  # only WRN-50 is registered: a widened ResNet
+        kwargs.pop("widen_factor", None)
+        kwargs.update(stage_widths=tuple(widths), expansion=2, stem_width=stem_out)
+        return LayoutReading(f"resnet3d_{depth}", kwargs, depth)
+    return LayoutReading(f"{family}_{depth}", kwargs, depth)
+
+
+register_family(FamilySpec(
+    name="resnet3d", title="3D ResNet", stem_conv="conv1", classifier="fc",
+    tiny_kwargs={"widen_factor": 0.125}, recognise=_is_resnet,
+    read_layout=lambda sd: _read_resnet_family(sd, "resnet3d"), arch_names=("resnet",)))
+register_family(FamilySpec(
+    name="wide_resnet3d", title="Wide 3D ResNet", stem_conv="conv1", classifier="fc",
+    tiny_kwargs={"widen_factor": 0.125}, recognise=_is_wide_resnet,
+    read_layout=lambda sd: _read_resnet_family(sd, "wide_resnet3d"), arch_names=("wideresnet",)))
+register_family(FamilySpec(
+    name="resnext3d", title="3D ResNeXt", stem_conv="conv1", classifier="fc",
+    tiny_kwargs={"widen_factor": 0.25}, recognise=_is_resnext,
+    read_layout=lambda sd: _read_resnet_family(sd, "resnext3d"), arch_names=("resnext",)))
