@@ -19,7 +19,9 @@ Parameter names follow the 2020 3D-ResNets-PyTorch layout (``conv1``, ``bn1``, `
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import operator
 import re
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -147,8 +149,6 @@ def take_indices(num_stages: int, indices: Union[None, int, Sequence[int]] = Non
     ``None``: every stage; an int ``n``: the last ``n`` stages (timm's rule); a sequence: those
     indices, negative ones counting from the end.  Anything else is a :class:`ConfigError`.
     """
-    import operator
-
     if indices is None:
         return list(range(num_stages))
     if isinstance(indices, bool):
@@ -252,8 +252,6 @@ class _RecomputeKeepsBatchNormStats:
 
 
 def _checkpoint_contexts(modules):
-    import contextlib
-
     return contextlib.nullcontext(), _RecomputeKeepsBatchNormStats(modules)
 
 
@@ -428,8 +426,17 @@ class VideoClassifier(nn.Module):
         modules = [self._module(name) for name in parts[:-1]]
         return modules + list(self._module(parts[-1]).children())
 
+    def _checkpointing(self) -> bool:
+        return self.grad_checkpointing and self.training and torch.is_grad_enabled()
+
+    def _run_stem(self, x: torch.Tensor) -> torch.Tensor:
+        if self._checkpointing():  # the stem runs at full resolution: its activations are large
+            return checkpoint(self.forward_stem, x, use_reentrant=False,
+                              context_fn=functools.partial(_checkpoint_contexts, (self,)))
+        return self.forward_stem(x)
+
     def _forward_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+        if self._checkpointing():
             if self.checkpoint_granularity == "block":
                 segments = [(block,) for block in self.stage_blocks(index)]
             else:
@@ -445,7 +452,7 @@ class VideoClassifier(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Unpooled feature map of the last stage, N x num_features x t x h x w."""
         self.check_input(x)
-        x = self.forward_stem(x)
+        x = self._run_stem(x)
         for index in range(len(self._stages)):
             x = self._forward_stage(index, x)
         return self.forward_norm(x)
@@ -478,7 +485,7 @@ class VideoClassifier(nn.Module):
         stop = take[-1] if stop_early or intermediates_only else min(last, self._kept_stages - 1)
         self.check_input(x)
         intermediates = []
-        x = self.forward_stem(x)
+        x = self._run_stem(x)
         for index in range(stop + 1):
             x = self._forward_stage(index, x)
             if index in take:
@@ -530,7 +537,8 @@ class VideoClassifier(nn.Module):
 
         ``granularity="stage"`` keeps only each stage's input and recomputes the whole stage in
         the backward pass; ``"block"`` checkpoints every block (and DenseNet transition) on its
-        own: more tensors kept, a smaller recompute peak.  The stem is not checkpointed.
+        own: more tensors kept, a smaller recompute peak.  The stem (before the first stage, at
+        full resolution) is one more checkpointed segment in both; the head is not checkpointed.
         Gradients equal the plain model's, and BatchNorm running statistics are updated once
         per step, as without checkpointing (the recompute uses batch statistics and leaves the
         buffers alone).  Has no effect in eval mode or under ``torch.no_grad``.
