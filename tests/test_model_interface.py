@@ -71,6 +71,18 @@ class _SavedCounter:
         return self.ctx.__exit__(*exc)
 
 
+def _first_of_each_family():
+    from video3d_zoo.registry import get_model_spec
+
+    firsts = {}
+    for name in ALL_MODELS:
+        firsts.setdefault(get_model_spec(name).family, name)
+    return set(firsts.values())
+
+
+BLOCK_GRANULARITY_MODELS = _first_of_each_family()  # block-level checkpointing: one model per family
+
+
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_grad_checkpointing_gives_the_plain_gradients_and_running_stats(name):
     # random masks inside the checkpointed stages: the recompute must draw the same ones
@@ -78,7 +90,7 @@ def test_grad_checkpointing_gives_the_plain_gradients_and_running_stats(name):
     plain = build(name, **kwargs).train()
     x = small_input(plain)
     variants = {"off": plain}
-    for granularity in ("stage", "block"):
+    for granularity in ("stage", "block") if name in BLOCK_GRANULARITY_MODELS else ("stage",):
         variants[granularity] = copy.deepcopy(plain)
         variants[granularity].set_grad_checkpointing(True, granularity=granularity)
     saved = {}
@@ -88,9 +100,9 @@ def test_grad_checkpointing_gives_the_plain_gradients_and_running_stats(name):
             loss = model(x).logsumexp(dim=1).mean()
         saved[key] = counter.count
         loss.backward()
-    assert saved["stage"] < saved["off"] and saved["block"] < saved["off"], saved  # really checkpointed
+    assert all(saved[key] < saved["off"] for key in variants if key != "off"), saved  # really checkpointed
     reference = dict(plain.named_parameters())
-    for key in ("stage", "block"):
+    for key in [k for k in variants if k != "off"]:
         for pname, param in variants[key].named_parameters():
             torch.testing.assert_close(param.grad, reference[pname].grad, rtol=1e-6, atol=1e-8,
                                        msg=lambda m: f"{key}: {pname}: {m}")

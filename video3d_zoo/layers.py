@@ -471,9 +471,9 @@ class VideoClassifier(nn.Module):
             output_fmt: ``"NCTHW"``, the only layout.
             intermediates_only: return only the list.
 
-        Returns:
-            the list of stage outputs, or ``(final, list)`` where ``final`` equals
-            ``forward_features(x)`` (the last stage run, when ``stop_early`` cut the network short).
+        The result is the list of stage outputs with ``intermediates_only``, else ``(final, list)``
+        where ``final`` equals ``forward_features(x)`` (the last stage run, when ``stop_early``
+        cut the network short).
         """
         if output_fmt != "NCTHW":
             raise ConfigError(f"output_fmt must be 'NCTHW', got {output_fmt!r}")
