@@ -225,14 +225,14 @@ def grad_checkpointing_table() -> str:
     first = rows[0]
     out = [f"Measured on {first['machine']}, torch {first['torch_version']}, {first['date']} "
            "(`results/grad_checkpointing.csv`); one training step (forward, cross-entropy, backward, SGD "
-           "update), each variant in a fresh process.  The CSV also holds each step's wall time, measured on a "
-           "shared machine and not comparable between rows.", "",
-           "| model | clip batch | checkpointing | activation memory (MiB) | saved vs off | peak RSS (MiB) |",
-           "|---|---|---|---|---|---|"]
+           "update), each variant in a fresh process.  The step time is one step's wall time (the recompute "
+           "is the extra forward work); single timings on a shared machine are noisy.", "",
+           "| model | clip batch | checkpointing | activation memory (MiB) | saved vs off | peak RSS (MiB) | step (s) |",
+           "|---|---|---|---|---|---|---|"]
     for r in rows:
         out.append(f"| `{r['model']}` | {r['batch_size']} x {r['frames']}x{r['size']}x{r['size']} | {r['variant']} | "
                    f"{float(r['activation_mib']):.0f} | {float(r['saving_vs_off']):.0%} | "
-                   f"{float(r['peak_rss_mib']):.0f} |")
+                   f"{float(r['peak_rss_mib']):.0f} | {float(r['step_s']):.2f} |")
     return "\n".join(out)
 
 

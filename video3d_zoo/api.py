@@ -120,11 +120,21 @@ def _architecture_class(name: str) -> type:
         return type(get_model_spec(name).builder(init_weights=False))
 
 
-def architecture_arguments(name: str) -> Tuple[List[str], List[str]]:
+def architecture_arguments(name: str) -> Optional[Tuple[List[str], List[str]]]:
     """``(accepted, fixed)``: the architecture arguments ``create_model(name, ...)`` passes on to the
-    model's class, and the class arguments the model name itself fixes (e.g. ``layers``)."""
-    cls = _architecture_class(get_model_spec(name).name)
-    params = [p for p in inspect.signature(cls.__init__).parameters.values()
+    model's class, and the class arguments the model name itself fixes (e.g. ``layers``).
+
+    ``None`` when they cannot be known (a builder that does not build on the meta device, or a
+    class taking ``**kwargs``): the builder then checks its arguments itself.
+    """
+    try:
+        cls = _architecture_class(get_model_spec(name).name)
+        signature = inspect.signature(cls.__init__)
+    except Exception:  # a foreign builder: leave the checking to it
+        return None
+    if any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values()):
+        return None
+    params = [p for p in signature.parameters.values()
               if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in _OWNED_ARCH_ARGS]
     fixed = [p.name for p in params if p.name in getattr(cls, "fixed_by_name", ())]
     return [p.name for p in params if p.name not in fixed], fixed
@@ -133,7 +143,10 @@ def architecture_arguments(name: str) -> Tuple[List[str], List[str]]:
 def check_arch_kwargs(name: str, kwargs: Dict[str, Any]) -> None:
     """Raise :class:`ConfigError` naming ``create_model`` and every accepted argument when ``kwargs``
     holds one that the architecture ``name`` does not take."""
-    accepted, fixed = architecture_arguments(name)
+    known = architecture_arguments(name)
+    if known is None:
+        return
+    accepted, fixed = known
     unknown = [k for k in kwargs if k not in accepted]
     if not unknown:
         return
