@@ -239,7 +239,27 @@ def alias_table() -> str:
     return "\n".join(out)
 
 
-BLOCKS: Dict[str, Callable[[], str]] = {"bench": bench_table, "aliases": alias_table}
+
+def grad_checkpointing_table() -> str:
+    rows = read_csv(RESULTS / "grad_checkpointing.csv")
+    if not rows:
+        return "_No results committed yet: run `python benchmarks/grad_checkpointing.py`._"
+    first = rows[0]
+    out = [f"Measured on {first['machine']}, torch {first['torch_version']}, {first['date']} "
+           "(`results/grad_checkpointing.csv`); one training step (forward, cross-entropy, backward, SGD "
+           "update), each variant in a fresh process.  The step time is one step's wall time (the recompute "
+           "is the extra forward work); single timings on a shared machine are noisy.", "",
+           "| model | clip batch | checkpointing | activation memory (MiB) | saved vs off | peak RSS (MiB) | step (s) |",
+           "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| `{r['model']}` | {r['batch_size']} x {r['frames']}x{r['size']}x{r['size']} | {r['variant']} | "
+                   f"{float(r['activation_mib']):.0f} | {float(r['saving_vs_off']):.0%} | "
+                   f"{float(r['peak_rss_mib']):.0f} | {float(r['step_s']):.2f} |")
+    return "\n".join(out)
+
+
+BLOCKS: Dict[str, Callable[[], str]] = {"bench": bench_table, "aliases": alias_table,
+                                         "grad_checkpointing": grad_checkpointing_table}
 
 
 def fill_blocks(text: str) -> str:

@@ -46,7 +46,7 @@ def test_unknown_names_suggest_similar_ones():
     assert isinstance(err.value, KeyError)
     with pytest.raises(ConfigError):
         video3d_zoo.create_model("")
-    with pytest.raises(ConfigError, match="unexpected keyword"):
+    with pytest.raises(ConfigError, match=r"create_model\('resnet3d_10'\): unknown argument 'colour'.*widen_factor"):
         video3d_zoo.create_model("resnet3d_10", colour="blue")
 
 

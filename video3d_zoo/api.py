@@ -7,9 +7,14 @@ the single path every pretrained load takes (factory functions and ``hubconf.py`
 
 from __future__ import annotations
 
+import difflib
 import functools
-from typing import Any, Callable, Dict, Optional
+import inspect
+import os
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+import torch
 from torch import nn
 
 from .config import ModelConfig, input_preset
@@ -27,8 +32,17 @@ def split_name(name: str):
     return get_model_spec(base).name, (tag or None)
 
 
+#: create_model's own keyword arguments (everything else goes to the architecture)
+CREATE_MODEL_ARGS = ("pretrained", "num_classes", "in_chans", "allow_nonfinite", "checkpoint_path",
+                     "features_only", "out_indices")
+#: arguments create_model owns although every model class takes them too
+_OWNED_ARCH_ARGS = ("self", "num_classes", "in_chans")
+
+
 def create_model(name: str, pretrained: PretrainedArg = None, num_classes: Optional[int] = None,
-                 in_chans: int = 3, allow_nonfinite: bool = False, **kwargs: Any) -> nn.Module:
+                 in_chans: int = 3, allow_nonfinite: bool = False, *,
+                 checkpoint_path: Optional[Union[str, os.PathLike]] = None, features_only: bool = False,
+                 out_indices: Union[None, int, Sequence[int]] = None, **kwargs: Any) -> nn.Module:
     """Build a registered model, optionally with pretrained weights.
 
     Args:
@@ -45,18 +59,42 @@ def create_model(name: str, pretrained: PretrainedArg = None, num_classes: Optio
         allow_nonfinite: load pretrained weights even if they hold NaN / inf values or negative
             BatchNorm running variances (refused by default: such weights give wrong answers).
             A loading option only: it never reaches the architecture builder.
-        **kwargs: architecture arguments (e.g. ``shortcut_type="A"``, ``drop_rate=0.2``).
+        checkpoint_path: a checkpoint file or folder to load, as timm spells it; the same as
+            ``pretrained=<path>`` (give one of the two).
+        features_only: return a backbone whose ``model(x)`` is the list of the ``out_indices``
+            stage outputs (N x C x T x H x W each); the classifier and the stages after the last
+            output are dropped after the weights are loaded (``VideoClassifier.as_backbone``).
+        out_indices: stages a features-only backbone returns: a sequence of stage indices
+            (negative ones count from the end) or an int ``n`` for the last ``n``; default all.
+        **kwargs: architecture arguments (e.g. ``shortcut_type="A"``, ``drop_rate=0.2``,
+            ``drop_path_rate=0.1``, ``global_pool="max"``); an unknown one is a
+            :class:`~video3d_zoo.errors.ConfigError` listing every accepted argument.
 
-    The returned model carries ``model.config`` (a :class:`~video3d_zoo.config.ModelConfig`).
+    The returned model carries ``model.config`` (a :class:`~video3d_zoo.config.ModelConfig`)
+    and ``model.pretrained_cfg`` (the weights' metadata as a dict).
     """
+    if out_indices is not None and not features_only:
+        raise ConfigError("out_indices selects the outputs of a backbone; pass features_only=True with it")
+    load_options = {"features_only": features_only, "out_indices": out_indices} if features_only else {}
+    if checkpoint_path is not None:
+        if pretrained not in (None, False):
+            raise ConfigError(f"checkpoint_path={os.fspath(checkpoint_path)!r} and pretrained={pretrained!r} both "
+                              "name weights; give only one")
+        if isinstance(name, str) and name.startswith("hf-hub:"):
+            raise ConfigError(f"{name!r} names its weights; checkpoint_path= cannot select others")
+        pretrained = Path(os.fspath(checkpoint_path))
     if isinstance(name, str) and name.startswith("hf-hub:"):
         if pretrained not in (None, True):
             raise ConfigError(f"{name!r} names its weights; pretrained={pretrained!r} cannot select others")
         from .resolve import load_model
 
         return load_model(name, num_classes=num_classes, in_chans=None if in_chans == 3 else in_chans,
-                          allow_nonfinite=allow_nonfinite, **kwargs)
+                          allow_nonfinite=allow_nonfinite, **load_options, **kwargs)
     canonical, tag = split_name(name)
+    if kwargs:
+        check_arch_kwargs(canonical, kwargs)
+    if tag is not None and isinstance(pretrained, Path):
+        raise ConfigError(f"{name!r} names the tag {tag!r} and checkpoint_path names other weights; give only one")
     if tag is not None and pretrained in (None, False):
         pretrained = None
     elif tag is not None:
@@ -65,11 +103,64 @@ def create_model(name: str, pretrained: PretrainedArg = None, num_classes: Optio
                               "another; give only one")
         pretrained = tag
     if pretrained is None or pretrained is False:
-        return _random_model(canonical, num_classes, in_chans, kwargs)
+        model = _random_model(canonical, num_classes, in_chans, kwargs)
+        if features_only:
+            model.as_backbone(out_indices)
+        return model
     from .weights import load_pretrained
 
     return load_pretrained(canonical, pretrained, num_classes=num_classes, in_chans=in_chans,
-                           arch_kwargs=kwargs, allow_nonfinite=allow_nonfinite)
+                           arch_kwargs=kwargs, allow_nonfinite=allow_nonfinite, **load_options)
+
+
+@functools.lru_cache(maxsize=None)
+def _architecture_class(name: str) -> type:
+    """The class ``name``'s builder returns (built once on the meta device, no memory)."""
+    with torch.device("meta"):
+        return type(get_model_spec(name).builder(init_weights=False))
+
+
+def architecture_arguments(name: str) -> Optional[Tuple[List[str], List[str]]]:
+    """``(accepted, fixed)``: the architecture arguments ``create_model(name, ...)`` passes on to the
+    model's class, and the class arguments the model name itself fixes (e.g. ``layers``).
+
+    ``None`` when they cannot be known (a builder that does not build on the meta device, or a
+    class taking ``**kwargs``): the builder then checks its arguments itself.
+    """
+    try:
+        cls = _architecture_class(get_model_spec(name).name)
+        signature = inspect.signature(cls.__init__)
+    except Exception:  # a foreign builder: leave the checking to it
+        return None
+    if any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values()):
+        return None
+    params = [p for p in signature.parameters.values()
+              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in _OWNED_ARCH_ARGS]
+    fixed = [p.name for p in params if p.name in getattr(cls, "fixed_by_name", ())]
+    return [p.name for p in params if p.name not in fixed], fixed
+
+
+def check_arch_kwargs(name: str, kwargs: Dict[str, Any]) -> None:
+    """Raise :class:`ConfigError` naming ``create_model`` and every accepted argument when ``kwargs``
+    holds one that the architecture ``name`` does not take."""
+    known = architecture_arguments(name)
+    if known is None:
+        return
+    accepted, fixed = known
+    unknown = [k for k in kwargs if k not in accepted]
+    if not unknown:
+        return
+    parts = []
+    for key in unknown:
+        if key in fixed:
+            parts.append(f"{key!r} is fixed by the model name {name!r} (pick another registered depth or family)")
+        else:
+            close = difflib.get_close_matches(key, accepted + list(CREATE_MODEL_ARGS), n=2)
+            parts.append(f"unknown argument {key!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)"
+                                                        if close else ""))
+    raise ConfigError(f"create_model({name!r}): {'; '.join(parts)}. Accepted: create_model's own "
+                      f"({', '.join(CREATE_MODEL_ARGS)}) and {name}'s architecture arguments "
+                      f"({', '.join(accepted)})")
 
 
 def _random_model(name: str, num_classes: Optional[int], in_chans: int, kwargs: Dict[str, Any]) -> nn.Module:
@@ -78,6 +169,7 @@ def _random_model(name: str, num_classes: Optional[int], in_chans: int, kwargs: 
     try:
         model = spec.builder(num_classes=num_classes, in_chans=in_chans, **kwargs)
     except TypeError as exc:
+        check_arch_kwargs(name, kwargs)  # names create_model and the accepted arguments
         raise ConfigError(f"{name}: {exc}") from exc
     recorded = {k: v for k, v in kwargs.items() if k != "init_weights"}  # not part of the architecture
     model.config = ModelConfig(architecture=name, num_classes=num_classes, arch_kwargs=recorded,

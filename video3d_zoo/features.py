@@ -63,14 +63,6 @@ class VideoPrediction:
         return self.decode_report.notes() if self.decode_report is not None else []
 
 
-class _StageOutput(Exception):
-    """Raised by a forward hook to stop the network once the requested stage has run."""
-
-    def __init__(self, value: torch.Tensor) -> None:
-        super().__init__("stage output")
-        self.value = value
-
-
 def _inner(model: nn.Module) -> nn.Module:
     return getattr(model, "model", model)  # an InferenceModel wraps the network
 
@@ -87,25 +79,25 @@ def check_layer(model: nn.Module, layer: str) -> str:
 
 
 def clip_outputs(model: nn.Module, batch: torch.Tensor, layer: str = "pooled") -> torch.Tensor:
-    """Per-clip vectors of ``batch`` (N x C x T x H x W): pooled features, logits or a pooled stage."""
+    """Per-clip vectors of ``batch`` (N x C x T x H x W): pooled features, logits or a pooled stage.
+
+    A stage comes from ``model.forward_intermediates(..., stop_early=True)`` - the mechanism a
+    ``features_only`` backbone uses - so the stages after it are not run.
+    """
     with torch.inference_mode():
         if layer == "logits":
             return model(batch).float()
         if layer == "pooled":
             return model.forward_head(model.forward_features(batch), pre_logits=True).float()
-        stage = _inner(model).get_submodule(check_layer(model, layer))
-
-        def stop(_module, _inputs, output):
-            raise _StageOutput(output)
-
-        handle = stage.register_forward_hook(stop)
-        try:
-            model.forward_features(batch)
-        except _StageOutput as found:
-            return found.value.float().mean(dim=(2, 3, 4))
-        finally:
-            handle.remove()
-        raise RuntimeError(f"stage {layer!r} did not run during forward_features")
+        check_layer(model, layer)
+        if not hasattr(model, "forward_intermediates"):
+            raise ConfigError(f"layer={layer!r} needs a model with forward_intermediates(); "
+                              f"{type(model).__name__} has none")
+        infos = list(getattr(_inner(model), "feature_info", []))
+        position = [info.module for info in infos].index(layer)
+        index = getattr(infos[position], "index", position)
+        (stage,) = model.forward_intermediates(batch, indices=[index], stop_early=True, intermediates_only=True)
+        return stage.float().mean(dim=(2, 3, 4))
 
 
 def model_input_spec(model: nn.Module, spec: Optional[InputSpec] = None) -> InputSpec:

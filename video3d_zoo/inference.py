@@ -86,9 +86,12 @@ class InferenceModel(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last_3d)
         return x
 
-    def _run(self, fn, x: torch.Tensor) -> torch.Tensor:
+    def _run(self, fn, x: torch.Tensor, *args, **kwargs):
         with torch.inference_mode(), self._autocast():
-            return fn(self._prepare(x)).float()
+            out = fn(self._prepare(x), *args, **kwargs)
+        if isinstance(out, (list, tuple)):  # a features-only backbone, or intermediates
+            return type(out)(o.float() if isinstance(o, torch.Tensor) else [t.float() for t in o] for o in out)
+        return out.float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._compiled is not None:
@@ -101,6 +104,14 @@ class InferenceModel(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(self.model.forward_features, x)
+
+    def forward_intermediates(self, x: torch.Tensor, *args, **kwargs):
+        """``model.forward_intermediates`` on the fast path (float32 outputs)."""
+        return self._run(self.model.forward_intermediates, x, *args, **kwargs)
+
+    @property
+    def pretrained_cfg(self) -> dict:
+        return self.model.pretrained_cfg
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         with torch.inference_mode(), self._autocast():

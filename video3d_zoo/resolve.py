@@ -94,7 +94,8 @@ def parse_model_ref(ref: Any) -> ModelRef:
 
 
 def load_model(ref: Any, *, pretrained: bool = True, num_classes: Optional[int] = None,
-               in_chans: Optional[int] = None, allow_nonfinite: bool = False, **kwargs: Any) -> nn.Module:
+               in_chans: Optional[int] = None, allow_nonfinite: bool = False, features_only: bool = False,
+               out_indices=None, **kwargs: Any) -> nn.Module:
     """The model ``ref`` names, ready in eval mode (see the module docstring for the rules).
 
     ``pretrained=False`` is only meaningful for a bare registered name (random weights).
@@ -102,10 +103,17 @@ def load_model(ref: Any, *, pretrained: bool = True, num_classes: Optional[int] 
     :func:`~video3d_zoo.weights.from_pretrained`; ``kwargs`` go to
     :func:`~video3d_zoo.api.create_model` for registered names, and are refused for files.
     ``allow_nonfinite=True`` loads weights holding NaN / inf (refused by default).
+    ``features_only`` / ``out_indices``: a backbone returning stage outputs, applied after the
+    weights are loaded (see :func:`~video3d_zoo.api.create_model`).
     """
+    if out_indices is not None and not features_only:
+        raise ConfigError("out_indices selects the outputs of a backbone; pass features_only=True with it")
     parsed = parse_model_ref(ref)
     if parsed.kind == "name":
-        return _load_named(parsed, pretrained, num_classes, in_chans, dict(kwargs, allow_nonfinite=allow_nonfinite))
+        options = dict(kwargs, allow_nonfinite=allow_nonfinite)
+        if features_only:
+            options.update(features_only=True, out_indices=out_indices)
+        return _load_named(parsed, pretrained, num_classes, in_chans, options)
     if not pretrained:
         raise ConfigError(f"{parsed.describe()} is a checkpoint; pretrained=False only applies to a model name")
     if kwargs:
@@ -116,8 +124,8 @@ def load_model(ref: Any, *, pretrained: bool = True, num_classes: Optional[int] 
     if parsed.kind == "path" and not parsed.path.exists():
         raise ConfigError(f"{parsed.path}: no such checkpoint file or folder")
     source = parsed.text if parsed.kind == "hf-hub" else parsed.path
-    return from_pretrained(source, num_classes=num_classes, in_chans=in_chans,
-                           allow_nonfinite=allow_nonfinite).eval()
+    return from_pretrained(source, num_classes=num_classes, in_chans=in_chans, allow_nonfinite=allow_nonfinite,
+                           features_only=features_only, out_indices=out_indices).eval()
 
 
 def _load_named(parsed: ModelRef, pretrained: bool, num_classes, in_chans, kwargs) -> nn.Module:

@@ -204,12 +204,14 @@ def check_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], what: str
 
 
 def load_converted(converted: ConvertedCheckpoint, num_classes: Optional[int] = None,
-                   in_chans: Optional[int] = None, allow_nonfinite: bool = False) -> nn.Module:
+                   in_chans: Optional[int] = None, allow_nonfinite: bool = False, features_only: bool = False,
+                   out_indices=None) -> nn.Module:
     """Build the model a converted checkpoint describes and load it strictly.
 
     ``num_classes`` different from the checkpoint's keeps the backbone and gives a freshly
     initialised head; ``in_chans`` different from 3 adapts the stem (see
-    :func:`~video3d_zoo.layers.adapt_input_conv`).
+    :func:`~video3d_zoo.layers.adapt_input_conv`).  ``features_only`` turns the loaded model into
+    a backbone returning the ``out_indices`` stage outputs (classifier dropped), after loading.
 
     Refused with :class:`CheckpointError`, before anything large is allocated: tensors that
     would take far more memory than their source (see :mod:`video3d_zoo.tensor_checks`); and
@@ -234,6 +236,9 @@ def load_converted(converted: ConvertedCheckpoint, num_classes: Optional[int] = 
         model.reset_classifier(num_classes)
         config = config.replace(num_classes=num_classes, labels=None)
     model.config = config
+    model.weights_metadata = dict(converted.metadata or {})
+    if features_only:
+        model.as_backbone(out_indices)
     return model
 
 
@@ -254,13 +259,15 @@ def _adapt_stem(model: nn.Module, architecture: str, in_chans: int) -> None:
 
 
 def from_pretrained(source: Union[PathLike, Mapping[str, Any]], num_classes: Optional[int] = None,
-                    in_chans: Optional[int] = None, allow_nonfinite: bool = False) -> nn.Module:
+                    in_chans: Optional[int] = None, allow_nonfinite: bool = False, features_only: bool = False,
+                    out_indices=None) -> nn.Module:
     """A ready model (eval mode) from a zoo checkpoint, an original 3D-ResNets-PyTorch checkpoint
     (2017 or 2020 release) or a torchvision video ResNet state dict - no architecture needed.
 
     ``source`` is a path (file or folder), an already loaded checkpoint object, or an
     ``hf-hub:ORG/REPO[@REVISION]`` reference to a Hub repository holding a zoo folder.  Weights
     with NaN / inf or negative running variances are refused unless ``allow_nonfinite=True``.
+    ``features_only`` / ``out_indices``: a backbone of stage outputs, as in ``create_model``.
     """
     hub_ref = None
     if isinstance(source, str) and source.startswith("hf-hub:"):
@@ -269,19 +276,20 @@ def from_pretrained(source: Union[PathLike, Mapping[str, Any]], num_classes: Opt
         hub_ref = parse_model_ref(source)
         source = fetch_hub_folder(hub_ref.repo_id, hub_ref.revision)
     model = load_converted(convert_source(source), num_classes=num_classes, in_chans=in_chans,
-                           allow_nonfinite=allow_nonfinite)
+                           allow_nonfinite=allow_nonfinite, features_only=features_only, out_indices=out_indices)
     if hub_ref is not None:
         model.config = model.config.replace(source=hub_ref.describe())
     return model
 
 
 def load_pretrained(name: str, pretrained: Any, num_classes: Optional[int] = None, in_chans: int = 3,
-                    arch_kwargs: Optional[Mapping[str, Any]] = None, allow_nonfinite: bool = False) -> nn.Module:
+                    arch_kwargs: Optional[Mapping[str, Any]] = None, allow_nonfinite: bool = False,
+                    features_only: bool = False, out_indices=None) -> nn.Module:
     """The one path from ``create_model(name, pretrained=...)`` to a loaded model.
 
     ``pretrained`` is a local path (file or folder) or, through the weights manifest,
-    ``True`` (the model's default weights), a tag or an alias.  ``allow_nonfinite``: see
-    :func:`load_converted`.
+    ``True`` (the model's default weights), a tag or an alias.  ``allow_nonfinite``,
+    ``features_only`` and ``out_indices``: see :func:`load_converted`.
     """
     if _is_local_path(pretrained):
         converted = convert_source(pretrained)
@@ -293,7 +301,8 @@ def load_pretrained(name: str, pretrained: Any, num_classes: Optional[int] = Non
     if arch_kwargs:
         merged = {**converted.config.arch_kwargs, **arch_kwargs}
         converted.config = converted.config.replace(arch_kwargs=merged)
-    return load_converted(converted, num_classes=num_classes, in_chans=in_chans, allow_nonfinite=allow_nonfinite)
+    return load_converted(converted, num_classes=num_classes, in_chans=in_chans, allow_nonfinite=allow_nonfinite,
+                          features_only=features_only, out_indices=out_indices)
 
 
 def _is_local_path(value: Any) -> bool:
@@ -433,7 +442,25 @@ def fetch_converted(name: str, pretrained: Any = True, manifest=None) -> Convert
         raise WeightsUnavailableError(entry)
     state_dict, _ = read_checkpoint(path)
     return ConvertedCheckpoint(state_dict=state_dict, config=config, layout="zoo",
-                               origin=f"{entry.name} ({path})", source_bytes=Path(path).stat().st_size)
+                               origin=f"{entry.name} ({path})", source_bytes=Path(path).stat().st_size,
+                               metadata=entry_metadata(entry))
+
+
+def entry_metadata(entry) -> Dict[str, Any]:
+    """What a manifest entry adds to ``model.pretrained_cfg``: licence, dataset, where the file lives."""
+    return {
+        "weights": entry.name,
+        "license": entry.license,
+        "license_note": entry.license_note,
+        "dataset": entry.dataset.name if entry.dataset else None,
+        "pretrained_on": entry.dataset.pretrained_on if entry.dataset else None,
+        "description": entry.description,
+        "hf_hub_id": entry.hub.repo_id if entry.hub else None,
+        "hf_hub_revision": entry.hub.revision if entry.hub else None,
+        "hf_hub_filename": entry.hub.filename if entry.hub else None,
+        "url": entry.upstream.url if entry.upstream else None,
+        "upstream_release": entry.upstream.release if entry.upstream else None,
+    }
 
 
 # -- writing -------------------------------------------------------------------------------------
@@ -450,6 +477,9 @@ def save_pretrained(model: nn.Module, out_dir: PathLike, config: Optional[ModelC
     config = config or getattr(model, "config", None)
     if config is None:
         raise ConfigError("save_pretrained needs a ModelConfig (model.config is not set)")
+    if getattr(model, "features_only", False):
+        raise ConfigError("save_pretrained writes full models; this is a features-only backbone (classifier and "
+                          "later stages dropped), which loads from the full model's weights with features_only=True")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: exists and is not a folder; save_pretrained writes a folder "

@@ -13,7 +13,7 @@ Layouts: ``kenshohara2017`` (:mod:`.kenshohara2017`), ``kenshohara2020``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
 import torch
 
@@ -37,6 +37,9 @@ class ConvertedCheckpoint:
     #: materialised-size rule (:mod:`video3d_zoo.tensor_checks`); None for objects in memory
     origin: Optional[str] = None
     source_bytes: Optional[int] = None
+    #: what the weights' manifest entry says about them (licence, dataset, Hub location), for
+    #: ``model.pretrained_cfg``; None when they did not come through the manifest
+    metadata: Optional[Dict[str, Any]] = None
 
 
 def detect_layout(obj: Any) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from typing import Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -70,16 +70,22 @@ class Transition3d(nn.Sequential):
 
 
 class DenseNet3d(VideoClassifier):
-    """3D DenseNet; ``features`` is one ``nn.Sequential`` as in the original."""
+    """3D DenseNet; ``features`` is one ``nn.Sequential`` as in the original.
+
+    Stage ``i`` is ``transition{i}`` (from the second on) then ``denseblock{i+1}``; its output is
+    the dense block's.  ``norm5`` + ReLU is the final normalisation (``forward_norm``).
+    """
 
     head_name = "classifier"
+    norm_modules = ("features.norm5",)
+    fixed_by_name = ("block_config",)
 
     def __init__(self, block_config: Sequence[int] = (6, 12, 24, 16), growth_rate: int = 32,
                  num_init_features: int = 64, bn_size: int = 4, num_classes: int = 400,
                  in_chans: int = 3, stem_kernel_t: int = 7, stem_stride_t: int = 1,
                  stem_max_pool: bool = True, drop_rate: float = 0.0, block_drop_rate: float = 0.0,
-                 init_weights: bool = True) -> None:
-        super().__init__(in_chans=in_chans, drop_rate=drop_rate)
+                 global_pool: Optional[str] = "avg", init_weights: bool = True) -> None:
+        super().__init__(in_chans=in_chans, drop_rate=drop_rate, global_pool=global_pool)
         kt = int(stem_kernel_t)
         stem = [
             ("conv1", nn.Conv3d(in_chans, num_init_features, (kt, 7, 7), stride=(stem_stride_t, 2, 2),
@@ -93,6 +99,7 @@ class DenseNet3d(VideoClassifier):
             self._spine_op(3, 2, 1)
         self.features = nn.Sequential(OrderedDict(stem))
         self.features.fusable_pairs = (("conv1", "norm1"),)
+        self._stem_names = tuple(name for name, _ in stem)
         channels = num_init_features
         for i, num_layers in enumerate(block_config):
             block = nn.Sequential(OrderedDict(
@@ -101,7 +108,8 @@ class DenseNet3d(VideoClassifier):
                 for j in range(num_layers)))
             self.features.add_module(f"denseblock{i + 1}", block)
             channels += num_layers * growth_rate
-            self._add_stage(f"features.denseblock{i + 1}", channels)
+            parts = ([f"features.transition{i}"] if i else []) + [f"features.denseblock{i + 1}"]
+            self._add_stage(f"features.denseblock{i + 1}", channels, parts)
             if i != len(block_config) - 1:
                 self.features.add_module(f"transition{i + 1}", Transition3d(channels, channels // 2))
                 self._spine_op(2, 2, 0)
@@ -113,9 +121,21 @@ class DenseNet3d(VideoClassifier):
             if isinstance(self.classifier, nn.Linear):
                 nn.init.zeros_(self.classifier.bias)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        return F.relu(self.features(x))
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        for name in self._stem_names:
+            x = getattr(self.features, name)(x)
+        return x
+
+    def forward_norm(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.features.norm5(x))
+
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        if coarse:  # a transition goes with the dense block before it
+            blocks: Any = r"^features\.(?:denseblock|transition)(\d+)\."
+        else:  # one group per dense layer; transition i after the layers of block i
+            blocks = [(r"^features\.denseblock(\d+)\.denselayer(\d+)\.", None),
+                      (r"^features\.transition(\d+)\.", (99999,))]
+        return {"stem": self._stem_matcher(), "blocks": blocks}
 
 
 def _densenet(depth: int, **kwargs) -> DenseNet3d:

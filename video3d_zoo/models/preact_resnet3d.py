@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..layers import RESNET_DEPTHS as DEPTH_LAYERS
-from ..layers import ResNetTrunk, Triple
+from ..layers import ResNetTrunk, Triple, make_drop_path
 from ..layout import (LayoutReading, block_input_normalised, depth_for, first_block_widths, has_conv,
                       non_defaults, residual_block, shortcut_kwargs, stage_block_counts, tensor_shape,
                       widen_kwargs)
@@ -29,7 +29,7 @@ STAGE_WIDTHS = (64, 128, 256, 512)
 
 class PreActBasicBlock3d(nn.Module):
     def __init__(self, in_planes: int, planes: int, stride: Triple = (1, 1, 1),
-                 downsample: Optional[nn.Module] = None) -> None:
+                 downsample: Optional[nn.Module] = None, drop_path: float = 0.0) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm3d(in_planes)
         self.conv1 = nn.Conv3d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
@@ -37,17 +37,18 @@ class PreActBasicBlock3d(nn.Module):
         self.conv2 = nn.Conv3d(planes, planes, 3, padding=1, bias=False)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
+        self.drop_path = make_drop_path(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.conv1(self.relu(self.bn1(x)))
         out = self.conv2(self.relu(self.bn2(out)))
-        return out + identity
+        return self.drop_path(out) + identity
 
 
 class PreActBottleneck3d(nn.Module):
     def __init__(self, in_planes: int, planes: int, out_planes: int, stride: Triple = (1, 1, 1),
-                 downsample: Optional[nn.Module] = None) -> None:
+                 downsample: Optional[nn.Module] = None, drop_path: float = 0.0) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm3d(in_planes)
         self.conv1 = nn.Conv3d(in_planes, planes, 1, bias=False)
@@ -57,13 +58,14 @@ class PreActBottleneck3d(nn.Module):
         self.conv3 = nn.Conv3d(planes, out_planes, 1, bias=False)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
+        self.drop_path = make_drop_path(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.conv1(self.relu(self.bn1(x)))
         out = self.conv2(self.relu(self.bn2(out)))
         out = self.conv3(self.relu(self.bn3(out)))
-        return out + identity
+        return self.drop_path(out) + identity
 
 
 class PreActResNet3d(ResNetTrunk):
@@ -73,7 +75,8 @@ class PreActResNet3d(ResNetTrunk):
                  stage_widths: Sequence[int] = STAGE_WIDTHS, num_classes: int = 400,
                  in_chans: int = 3, shortcut_type: str = "B", widen_factor: float = 1.0,
                  stem_kernel_t: int = 7, stem_stride_t: int = 1, stem_max_pool: bool = True,
-                 drop_rate: float = 0.0, init_weights: bool = True) -> None:
+                 drop_rate: float = 0.0, drop_path_rate: float = 0.0, global_pool: Optional[str] = "avg",
+                 init_weights: bool = True) -> None:
         if block not in ("basic", "bottleneck"):
             raise ValueError(f"block must be 'basic' or 'bottleneck', got {block!r}")
         self.block = block
@@ -81,15 +84,16 @@ class PreActResNet3d(ResNetTrunk):
         self._stem_args = (int(stem_kernel_t), int(stem_stride_t), bool(stem_max_pool))
         widths = [int(w * widen_factor) for w in stage_widths]
         super().__init__(layers, widths, widths[0], num_classes=num_classes, in_chans=in_chans,
-                         shortcut_type=shortcut_type, drop_rate=drop_rate, init_weights=init_weights)
+                         shortcut_type=shortcut_type, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
+                         global_pool=global_pool, init_weights=init_weights)
 
     def make_stem(self, in_chans: int, width: int) -> None:
         self.add_standard_stem(in_chans, width, *self._stem_args)
 
-    def make_block(self, stage, in_planes, planes, stride, downsample):
+    def make_block(self, stage, in_planes, planes, stride, downsample, drop_path=0.0):
         if self.block == "basic":
-            return PreActBasicBlock3d(in_planes, planes, stride, downsample)
-        return PreActBottleneck3d(in_planes, planes, planes * self.expansion, stride, downsample)
+            return PreActBasicBlock3d(in_planes, planes, stride, downsample, drop_path=drop_path)
+        return PreActBottleneck3d(in_planes, planes, planes * self.expansion, stride, downsample, drop_path=drop_path)
 
 
 def _preact(depth: int, **kwargs) -> PreActResNet3d:

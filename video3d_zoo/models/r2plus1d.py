@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..layers import RESNET_DEPTHS as DEPTH_LAYERS
-from ..layers import ResNetTrunk, Triple
+from ..layers import ResNetTrunk, Triple, make_drop_path
 from ..layout import (LayoutReading, count_blocks, depth_for, first_block_widths, has_conv, non_defaults,
                       residual_block, shortcut_kwargs, stage_block_counts, tensor_shape, widen_kwargs)
 from ..registry import FamilySpec, register_family, register_model
@@ -55,7 +55,8 @@ class BasicBlock2plus1d(nn.Module):
     fusable_pairs = (("conv1_s", "bn1_s"), ("conv1_t", "bn1_t"), ("conv2_s", "bn2_s"), ("conv2_t", "bn2_t"))
 
     def __init__(self, in_planes: int, planes: int, stride: Triple = (1, 1, 1),
-                 downsample: Optional[nn.Module] = None, mid_rule: str = "per_conv") -> None:
+                 downsample: Optional[nn.Module] = None, mid_rule: str = "per_conv",
+                 drop_path: float = 0.0) -> None:
         super().__init__()
         st, ss = stride[0], stride[1]
         mid1 = factorised_mid(in_planes, planes)
@@ -70,6 +71,7 @@ class BasicBlock2plus1d(nn.Module):
         self.bn2_t = nn.BatchNorm3d(planes)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
+        self.drop_path = make_drop_path(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -77,14 +79,14 @@ class BasicBlock2plus1d(nn.Module):
         out = self.relu(self.bn1_t(self.conv1_t(out)))
         out = self.relu(self.bn2_s(self.conv2_s(out)))
         out = self.bn2_t(self.conv2_t(out))
-        return self.relu(out + identity)
+        return self.relu(self.drop_path(out) + identity)
 
 
 class Bottleneck2plus1d(nn.Module):
     fusable_pairs = (("conv1", "bn1"), ("conv2_s", "bn2_s"), ("conv2_t", "bn2_t"), ("conv3", "bn3"))
 
     def __init__(self, in_planes: int, planes: int, out_planes: int, stride: Triple = (1, 1, 1),
-                 downsample: Optional[nn.Module] = None) -> None:
+                 downsample: Optional[nn.Module] = None, drop_path: float = 0.0) -> None:
         super().__init__()
         mid = factorised_mid(planes, planes)
         self.conv1 = nn.Conv3d(in_planes, planes, 1, bias=False)
@@ -97,6 +99,7 @@ class Bottleneck2plus1d(nn.Module):
         self.bn3 = nn.BatchNorm3d(out_planes)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
+        self.drop_path = make_drop_path(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -104,7 +107,7 @@ class Bottleneck2plus1d(nn.Module):
         out = self.relu(self.bn2_s(self.conv2_s(out)))
         out = self.relu(self.bn2_t(self.conv2_t(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        return self.relu(self.drop_path(out) + identity)
 
 
 class R2Plus1d(ResNetTrunk):
@@ -117,6 +120,7 @@ class R2Plus1d(ResNetTrunk):
                  in_chans: int = 3, shortcut_type: str = "B", widen_factor: float = 1.0,
                  stem_mid: Optional[int] = None, stem_kernel_t: int = 7, stem_stride_t: int = 1,
                  stem_max_pool: bool = True, mid_rule: str = "per_conv", drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.0, global_pool: Optional[str] = "avg",
                  init_weights: bool = True) -> None:
         if block not in ("basic", "bottleneck"):
             raise ValueError(f"block must be 'basic' or 'bottleneck', got {block!r}")
@@ -130,7 +134,8 @@ class R2Plus1d(ResNetTrunk):
         self._stem_args = (stem_mid, int(stem_kernel_t), int(stem_stride_t), bool(stem_max_pool))
         widths = [int(w * widen_factor) for w in stage_widths]
         super().__init__(layers, widths, widths[0], num_classes=num_classes, in_chans=in_chans,
-                         shortcut_type=shortcut_type, drop_rate=drop_rate, init_weights=init_weights)
+                         shortcut_type=shortcut_type, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
+                         global_pool=global_pool, init_weights=init_weights)
 
     def make_stem(self, in_chans: int, width: int) -> None:
         stem_mid, kernel_t, stride_t, max_pool = self._stem_args
@@ -149,10 +154,10 @@ class R2Plus1d(ResNetTrunk):
         x = self.relu(self.bn1_t(self.conv1_t(x)))
         return self.maxpool(x)
 
-    def make_block(self, stage, in_planes, planes, stride, downsample):
+    def make_block(self, stage, in_planes, planes, stride, downsample, drop_path=0.0):
         if self.block == "basic":
-            return BasicBlock2plus1d(in_planes, planes, stride, downsample, self.mid_rule)
-        return Bottleneck2plus1d(in_planes, planes, planes * self.expansion, stride, downsample)
+            return BasicBlock2plus1d(in_planes, planes, stride, downsample, self.mid_rule, drop_path=drop_path)
+        return Bottleneck2plus1d(in_planes, planes, planes * self.expansion, stride, downsample, drop_path=drop_path)
 
 
 def _r2plus1d(depth: int, **kwargs) -> R2Plus1d:

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from ..layers import RESNET_DEPTHS as DEPTH_LAYERS
-from ..layers import ResNetTrunk, Triple
+from ..layers import ResNetTrunk, Triple, make_drop_path
 from ..layout import (LayoutReading, depth_for, first_block_widths, has_conv, block_input_normalised,
                       non_defaults, residual_block, shape_or_none, shortcut_kwargs, stage_block_counts,
                       tensor_shape, widen_kwargs)
@@ -54,7 +54,7 @@ class BasicBlock3d(nn.Module):
     fusable_pairs = (("conv1", "bn1"), ("conv2", "bn2"))
 
     def __init__(self, in_planes: int, planes: int, stride: Triple = (1, 1, 1),
-                 downsample: Optional[nn.Module] = None, kernel_t: int = 3) -> None:
+                 downsample: Optional[nn.Module] = None, kernel_t: int = 3, drop_path: float = 0.0) -> None:
         super().__init__()
         kernel, padding = (kernel_t, 3, 3), (kernel_t // 2, 1, 1)
         self.conv1 = nn.Conv3d(in_planes, planes, kernel, stride=stride, padding=padding, bias=False)
@@ -63,19 +63,21 @@ class BasicBlock3d(nn.Module):
         self.bn2 = nn.BatchNorm3d(planes)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
+        self.drop_path = make_drop_path(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        return self.relu(self.drop_path(out) + identity)
 
 
 class Bottleneck3d(nn.Module):
     fusable_pairs = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
 
     def __init__(self, in_planes: int, mid_planes: int, out_planes: int, stride: Triple = (1, 1, 1),
-                 downsample: Optional[nn.Module] = None, kernel_t: int = 3, groups: int = 1) -> None:
+                 downsample: Optional[nn.Module] = None, kernel_t: int = 3, groups: int = 1,
+                 drop_path: float = 0.0) -> None:
         super().__init__()
         self.conv1 = nn.Conv3d(in_planes, mid_planes, 1, bias=False)
         self.bn1 = nn.BatchNorm3d(mid_planes)
@@ -86,13 +88,14 @@ class Bottleneck3d(nn.Module):
         self.bn3 = nn.BatchNorm3d(out_planes)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
+        self.drop_path = make_drop_path(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        return self.relu(self.drop_path(out) + identity)
 
 
 class ResNet3d(ResNetTrunk):
@@ -106,6 +109,7 @@ class ResNet3d(ResNetTrunk):
                  stem_max_pool: bool = True, stem_pool_kernel_t: int = 3,
                  block_kernel_t: Sequence[int] = (3, 3, 3, 3),
                  stage_stride_t: Sequence[int] = (1, 2, 2, 2), drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.0, global_pool: Optional[str] = "avg",
                  init_weights: bool = True) -> None:
         if block not in ("basic", "bottleneck"):
             raise ValueError(f"block must be 'basic' or 'bottleneck', got {block!r}")
@@ -122,19 +126,20 @@ class ResNet3d(ResNetTrunk):
         stem = int(stem_width * widen_factor) if stem_width else widths[0]
         super().__init__(layers, widths, stem, num_classes=num_classes, in_chans=in_chans,
                          shortcut_type=shortcut_type, stage_stride_t=stage_stride_t,
-                         drop_rate=drop_rate, init_weights=init_weights)
+                         drop_rate=drop_rate, drop_path_rate=drop_path_rate, global_pool=global_pool,
+                         init_weights=init_weights)
 
     def make_stem(self, in_chans: int, width: int) -> None:
         kernel_t, stride_t, max_pool, pool_kernel_t = self._stem_args
         self.add_standard_stem(in_chans, width, kernel_t, stride_t, max_pool, pool_kernel_t)
 
-    def make_block(self, stage, in_planes, planes, stride, downsample):
+    def make_block(self, stage, in_planes, planes, stride, downsample, drop_path=0.0):
         kernel_t = self.block_kernel_t[stage]
         if self.block == "basic":
-            return BasicBlock3d(in_planes, planes, stride, downsample, kernel_t)
+            return BasicBlock3d(in_planes, planes, stride, downsample, kernel_t, drop_path=drop_path)
         mid = self.cardinality * planes // 32 if self.cardinality > 1 else planes
         return Bottleneck3d(in_planes, mid, planes * self.expansion, stride, downsample,
-                            kernel_t, self.cardinality)
+                            kernel_t, self.cardinality, drop_path=drop_path)
 
 
 def _resnet3d(depth: int, **kwargs) -> ResNet3d:
