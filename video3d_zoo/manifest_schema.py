@@ -137,6 +137,22 @@ class WeightsEntry:
     def published(self) -> bool:
         return self.hub is not None
 
+    def metadata(self) -> Dict[str, Any]:
+        """What this entry adds to ``model.pretrained_cfg``: licence, dataset, where the file lives."""
+        return {
+            "weights": self.name,
+            "license": self.license,
+            "license_note": self.license_note,
+            "dataset": self.dataset.name if self.dataset else None,
+            "pretrained_on": self.dataset.pretrained_on if self.dataset else None,
+            "description": self.description,
+            "hf_hub_id": self.hub.repo_id if self.hub else None,
+            "hf_hub_revision": self.hub.revision if self.hub else None,
+            "hf_hub_filename": self.hub.filename if self.hub else None,
+            "url": self.upstream.url if self.upstream else None,
+            "upstream_release": self.upstream.release if self.upstream else None,
+        }
+
     def to_config(self) -> ModelConfig:
         """The :class:`ModelConfig` the converted file is loaded with."""
         if self.embedded:

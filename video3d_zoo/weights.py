@@ -443,24 +443,7 @@ def fetch_converted(name: str, pretrained: Any = True, manifest=None) -> Convert
     state_dict, _ = read_checkpoint(path)
     return ConvertedCheckpoint(state_dict=state_dict, config=config, layout="zoo",
                                origin=f"{entry.name} ({path})", source_bytes=Path(path).stat().st_size,
-                               metadata=entry_metadata(entry))
-
-
-def entry_metadata(entry) -> Dict[str, Any]:
-    """What a manifest entry adds to ``model.pretrained_cfg``: licence, dataset, where the file lives."""
-    return {
-        "weights": entry.name,
-        "license": entry.license,
-        "license_note": entry.license_note,
-        "dataset": entry.dataset.name if entry.dataset else None,
-        "pretrained_on": entry.dataset.pretrained_on if entry.dataset else None,
-        "description": entry.description,
-        "hf_hub_id": entry.hub.repo_id if entry.hub else None,
-        "hf_hub_revision": entry.hub.revision if entry.hub else None,
-        "hf_hub_filename": entry.hub.filename if entry.hub else None,
-        "url": entry.upstream.url if entry.upstream else None,
-        "upstream_release": entry.upstream.release if entry.upstream else None,
-    }
+                               metadata=entry.metadata())
 
 
 # -- writing -------------------------------------------------------------------------------------
