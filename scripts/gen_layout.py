@@ -1,9 +1,10 @@
-"""Write the README's "Layout of the code" list: one line per module, its docstring's first sentence.
+"""Write the README's generated parts: the model table (from the registry) and the "Layout of the
+code" list (one line per module, its docstring's first sentence).
 
-    python scripts/gen_layout.py          # rewrite README.md between the layout markers
+    python scripts/gen_layout.py          # rewrite README.md between the markers
     python scripts/gen_layout.py --check  # exit 1 if README.md is out of date
 
-``tests/test_architecture.py`` runs the check, so a new module needs a docstring and a rerun.
+``tests/test_architecture.py`` runs the check, so a new module or model needs a rerun.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "video3d_zoo"
 README = ROOT / "README.md"
 START, END = "<!-- layout:start -->", "<!-- layout:end -->"
+MODELS_START, MODELS_END = "<!-- models:start -->", "<!-- models:end -->"
 
 
 def first_sentence(docstring: str) -> str:
@@ -41,13 +43,34 @@ def module_lines(package: Path = PACKAGE) -> list:
     return lines
 
 
+def model_lines() -> list:
+    """The README's model table: one row per family, in registration order, from the registry."""
+    sys.path.insert(0, str(ROOT))
+    import video3d_zoo  # noqa: F401  (registers every family)
+    from video3d_zoo.registry import MODELS, list_families
+
+    rows = ["| family | models | torch.hub aliases |", "|---|---|---|"]
+    for family in list_families():
+        specs = sorted((s for s in (MODELS.spec(n) for n in MODELS.names()) if s.family == family.name),
+                       key=lambda s: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", s.name)])
+        names = ", ".join(f"`{s.name}`" for s in specs)
+        aliases = ", ".join(f"`{a}`" for s in specs for a in s.aliases[:1])
+        rows.append(f"| {family.title} | {names} | {aliases} |")
+    return rows
+
+
+def _replace(text: str, start: str, end: str, lines: list) -> str:
+    if start not in text or end not in text:
+        raise SystemExit(f"README.md has no {start} ... {end} block")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return head + start + "\n" + "\n".join(lines) + "\n" + end + tail
+
+
 def render(text: str, package: Path = PACKAGE) -> str:
-    """``text`` (the README) with the list between the markers replaced."""
-    if START not in text or END not in text:
-        raise SystemExit(f"README.md has no {START} ... {END} block")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return head + START + "\n" + "\n".join(module_lines(package)) + "\n" + END + tail
+    """``text`` (the README) with the generated blocks replaced."""
+    text = _replace(text, MODELS_START, MODELS_END, model_lines())
+    return _replace(text, START, END, module_lines(package))
 
 
 def main(argv=None) -> int:

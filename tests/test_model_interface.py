@@ -241,8 +241,8 @@ def test_backbone_with_manifest_weights_fast_path_and_compile():
 
     from video3d_zoo.inference import optimize_for_inference
 
-    full = video3d_zoo.create_model("resnet3d_10", pretrained=True).eval()  # the embedded default weights
-    backbone = video3d_zoo.create_model("resnet3d_10", pretrained=True, features_only=True, out_indices=(2,)).eval()
+    full = video3d_zoo.create_model("resnet3d_10", pretrained="synthetic_motion").eval()  # the embedded weights
+    backbone = video3d_zoo.create_model("resnet3d_10", pretrained="synthetic_motion", features_only=True, out_indices=(2,)).eval()
     x = torch.randn(2, 3, 8, 48, 48)
     with torch.no_grad():
         want = full.forward_intermediates(x, indices=[2], intermediates_only=True)[0]
@@ -395,7 +395,7 @@ def test_pretrained_cfg_from_config_and_manifest():
     assert cfg["input_spec"] == random.config.input_spec.to_dict() and cfg["input_size"] == (3, 16, 112, 112)
     assert cfg["first_conv"] == "conv1" and cfg["classifier"] == "fc" and cfg["num_classes"] == 5
     assert cfg["mean"] == random.config.input_spec.mean
-    pretrained = video3d_zoo.create_model("resnet3d_10", pretrained=True)
+    pretrained = video3d_zoo.create_model("resnet3d_10", pretrained="synthetic_motion")
     cfg = pretrained.pretrained_cfg
     assert cfg["tag"] == "synthetic_motion" and cfg["license"] == "MIT"
     assert cfg["labels"] == list(pretrained.config.labels) and len(cfg["labels"]) == 8

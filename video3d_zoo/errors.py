@@ -50,6 +50,18 @@ class WeightsNotFoundError(Video3DZooError, LookupError):
     """No manifest entry (or no published file) matches the requested weights."""
 
 
+class WeightsUnavailableError(WeightsNotFoundError):
+    """A manifest entry whose weights are nowhere to be loaded from: not embedded, not installed, not
+    published.  ``str()`` gives the ways out as Python; ``cli_message`` gives the same ways out as
+    ``video3d-zoo`` commands (the command line prints that one)."""
+
+    def __init__(self, python_message: str, cli_message: str = "", entry=None) -> None:
+        super().__init__(python_message)
+        self.python_message = python_message
+        self.cli_message = cli_message or python_message
+        self.entry = entry
+
+
 class DownloadError(Video3DZooError, OSError):
     """The weights could not be fetched (network, HTTP status, offline mode)."""
 

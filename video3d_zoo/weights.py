@@ -24,7 +24,7 @@ from torch import nn
 
 from .config import CONFIG_METADATA_KEY, ModelConfig
 from .convert import ConvertedCheckpoint, convert_checkpoint, to_zoo_layout
-from .errors import CheckpointError, ConfigError, UnsafeCheckpointError, WeightsNotFoundError
+from .errors import CheckpointError, ConfigError, UnsafeCheckpointError, WeightsNotFoundError, WeightsUnavailableError
 from .fileio import atomic_path  # noqa: F401  (also re-exported: weights.atomic_path is its old home)
 from .layers import adapt_input_conv
 from .registry import family_of, get_model_spec
@@ -338,19 +338,13 @@ def _source_size(path: Path) -> int:
 
 
 # -- manifest entries ----------------------------------------------------------------------------------
-class WeightsUnavailableError(WeightsNotFoundError):
-    """A manifest entry whose weights are nowhere to be loaded from: not embedded, not installed, not
-    published.  ``str()`` gives the ways out as Python (``python_message``); the command line prints
-    ``cli_message``, the same ways out as ``video3d-zoo`` commands."""
+def unavailable_error(entry, home: Optional[Path] = None) -> WeightsUnavailableError:
+    """The error for a manifest entry whose weights are nowhere to be loaded from, in both forms."""
+    from .installed import weights_home
 
-    def __init__(self, entry, home: Optional[Path] = None) -> None:
-        from .installed import weights_home
-
-        home = home or weights_home()
-        self.entry = entry
-        self.python_message = unavailable_message(entry, home, cli=False)
-        self.cli_message = unavailable_message(entry, home, cli=True)
-        super().__init__(self.python_message)
+    home = home or weights_home()
+    return WeightsUnavailableError(unavailable_message(entry, home, cli=False),
+                                   unavailable_message(entry, home, cli=True), entry=entry)
 
 
 def unavailable_message(entry, home: Optional[Path] = None, cli: bool = False) -> str:
@@ -439,7 +433,7 @@ def fetch_converted(name: str, pretrained: Any = True, manifest=None) -> Convert
     elif entry.hub is not None:
         path = download(entry.hub)
     else:
-        raise WeightsUnavailableError(entry)
+        raise unavailable_error(entry)
     state_dict, _ = read_checkpoint(path)
     return ConvertedCheckpoint(state_dict=state_dict, config=config, layout="zoo",
                                origin=f"{entry.name} ({path})", source_bytes=Path(path).stat().st_size,
