@@ -55,19 +55,28 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 @command("info")
 def _cmd_info(args: argparse.Namespace) -> int:
+    from .registry import list_models
+
+    names = [m for ref in args.names for m in (list_models(ref) if set(ref) & set("*?[") else [ref])]
+    if not names:
+        raise ConfigError(f"no registered model matches {' '.join(args.names)} (see video3d-zoo list)")
+    for name in names:
+        _print_info(name, args, one_json=len(names) == 1)
+    return 0
+
+
+def _print_info(name: str, args: argparse.Namespace, one_json: bool) -> None:
     from .profile import profile
 
-    result = profile(args.name, frames=args.frames, size=args.size, init_weights=False)
-    info = {"model": args.name, **result.to_dict()}
-    if args.json:
-        print(json.dumps(info, indent=2))
-    else:
-        print(f"{args.name}: {result.params_millions:.3f} M parameters, {result.gmacs:.2f} GMACs per "
-              f"{args.frames}x{args.size}x{args.size} clip (fvcore, 1 MAC = 1 multiply-add)")
-        if result.uncounted_ops:
-            ops = ", ".join(f"{k} x{v}" for k, v in sorted(result.uncounted_ops.items()))
-            print(f"not counted (no MACs or no fvcore formula): {ops}")
-    return 0
+    result = profile(name, frames=args.frames, size=args.size, init_weights=False)
+    if args.json:  # one model: an indented object; several: one object per line
+        print(json.dumps({"model": name, **result.to_dict()}, indent=2 if one_json else None), flush=True)
+        return
+    print(f"{name}: {result.params_millions:.3f} M parameters, {result.gmacs:.2f} GMACs per "
+          f"{args.frames}x{args.size}x{args.size} clip (fvcore, 1 MAC = 1 multiply-add)")
+    if result.uncounted_ops:
+        ops = ", ".join(f"{k} x{v}" for k, v in sorted(result.uncounted_ops.items()))
+        print(f"not counted (no MACs or no fvcore formula): {ops}")
 
 
 @command("convert")
@@ -164,24 +173,16 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
 @command("classify")
 def _cmd_classify(args: argparse.Namespace) -> int:
+    from .classify_job import run_classify
     from .features import classify_video
 
     model = _model_from_args(args)
-    prediction = classify_video(model, args.video, topk=args.topk, clip_len=args.clip_len, stride=args.stride,
-                                last=args.last, fps=args.fps, batch_size=args.batch_size)
-    report = prediction.decode_report
-    if args.json:
-        print(json.dumps({"video": args.video, "num_clips": prediction.num_clips,
-                          "top": [{"label": l, "score": s} for l, s in prediction.top],
-                          "notes": prediction.notes, "decode_report": report.to_dict() if report else None},
-                         allow_nan=False))
-    else:
-        print(f"{args.video} ({prediction.num_clips} clips, softmax averaged over clips):")
-        for label, score in prediction.top:
-            print(f"  {score:7.2%}  {label}")
-        for note in prediction.notes:
-            print(f"  note: {note}")
-    return 0
+
+    def classify(video):
+        return classify_video(model, video, topk=args.topk, clip_len=args.clip_len, stride=args.stride,
+                              last=args.last, fps=args.fps, batch_size=args.batch_size)
+
+    return run_classify(args.inputs, classify, args.json)
 
 
 @command("demo")
@@ -276,10 +277,12 @@ def _add_model_parsers(sub) -> None:
     p.add_argument("--json", action="store_true", help="the report as JSON")
 
     p = sub.add_parser("info", help="parameters and GMACs of a model (fvcore)")
-    p.add_argument("name", help="registered model name or alias, e.g. r3d_18")
+    p.add_argument("names", nargs="+", metavar="name",
+                   help="registered model names, aliases or shell-style patterns, e.g. r3d_18 'resnext*'")
     p.add_argument("--frames", type=positive_int, default=16, help="clip length T (default: 16)")
     p.add_argument("--size", type=positive_int, default=112, help="clip height and width in pixels (default: 112)")
-    p.add_argument("--json", action="store_true", help="print the numbers as one JSON object")
+    p.add_argument("--json", action="store_true",
+                   help="print the numbers as JSON: one object, or one per line for several models")
 
     p = sub.add_parser("convert", help="original / torchvision checkpoint -> model.safetensors + config.json")
     p.add_argument("src", help=".pth file, safetensors file or zoo folder")
@@ -323,11 +326,13 @@ def _add_video_parsers(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("classify", help="video-level prediction (softmax averaged over clips)")
-    p.add_argument("video", help="video file")
+    p.add_argument("inputs", nargs="+", metavar="video",
+                   help="video files, folders (recursive) or text files listing paths, as for extract")
     _add_model_args(p)
     _add_clip_args(p)
     p.add_argument("--topk", type=positive_int, default=5, help="classes printed per video")
-    p.add_argument("--json", action="store_true", help='print {"video", "num_clips", "top": [{"label", "score"}]}')
+    p.add_argument("--json", action="store_true",
+                   help='one JSON object per video and line: {"video", "num_clips", "top": [{"label", "score"}], ...}')
 
 
 def _add_export_parser(sub) -> None:
