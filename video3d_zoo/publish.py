@@ -117,7 +117,7 @@ def _origin_lines(entry: Dict[str, Any], release: str, metrics: Optional[Dict[st
                 f"`{METRICS_NAME}` from a training run).", ""]
     cfg = metrics.get("config") or {}
     data = cfg.get("data") or {}
-    lines = [f"Trained with video3d_zoo (`video3d-zoo train`, config `{cfg.get('source') or 'not recorded'}`) "
+    lines = [f"Trained with video3d_zoo (`video3d-zoo train`, config `{Path(str(cfg.get('source') or 'not recorded')).name}`) "
              f"on `{data.get('format', 'unknown')}` data from `{data.get('root', 'unknown')}`: "
              f"{metrics.get('epochs', '?')} epochs, {metrics.get('train_videos', '?')} training videos, "
              f"{metrics.get('processes', 1)} process(es), {metrics.get('weights', 'last')} weights exported. "
