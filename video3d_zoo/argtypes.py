@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Callable
+from typing import Callable, Dict
 
 MODEL_REF_HELP = ("model: NAME or NAME.TAG (pretrained weights, see list-pretrained), a checkpoint file or "
                   "folder, or hf-hub:ORG/REPO[@REVISION]")
@@ -53,3 +53,40 @@ def open_fraction(text: str) -> float:
 
 
 positive_int = int_at_least(1)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help that states every default: ``(default: X)`` is appended where the text names none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "default" in text or default in (None, False, argparse.SUPPRESS) or default == []:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def finish_subparsers(sub, examples: Dict[str, str]) -> None:
+    """Give every subcommand the shared formatter and its one example as the help's epilog."""
+    for name, parser in sub.choices.items():
+        parser.formatter_class = HelpFormatter
+        parser.epilog = f"example:\n  {examples[name]}"
+
+
+COMMAND_EXAMPLES = {
+    "list": "video3d-zoo list 'resnext*' --aliases",
+    "demo": "video3d-zoo demo -o demo_out/",
+    "train": "video3d-zoo train synthetic_r3d --set data.root=runs/data/synthetic_s0 --set train.epochs=4",
+    "eval": "video3d-zoo eval --weights runs/synthetic_r3d/export runs/data/synthetic_s0 --format folder --split test",
+    "make-synthetic": "video3d-zoo make-synthetic data/synthetic --videos-per-class 10",
+    "list-pretrained": "video3d-zoo list-pretrained 'resnet3d_50*' --verbose",
+    "import": "video3d-zoo import ~/Downloads/3D-ResNets/",
+    "info": "video3d-zoo info r3d_18 --frames 16 --size 112",
+    "convert": "video3d-zoo convert resnet-34-kinetics.pth -o resnet34/",
+    "bench": "video3d-zoo bench r3d_18 --batch-size 2 --no-compile",
+    "publish": "video3d-zoo publish resnet34/ --repo-id ORG/resnet3d_34.k400_16f --tag k400_16f --dry-run",
+    "extract": "video3d-zoo extract videos/ --model resnet3d_10.synthetic_motion -o features/",
+    "classify": "video3d-zoo classify video.mp4 --model resnet3d_10.synthetic_motion --topk 3",
+    "export": "video3d-zoo export resnet3d_10.synthetic_motion -o model.onnx",
+}
+"""One example per command, printed at the end of its ``--help``."""

@@ -12,9 +12,11 @@ import json
 import sys
 from typing import Callable, Dict, List, Optional
 
-from .argtypes import MODEL_REF_HELP, int_at_least, positive_float, positive_int
+from .argtypes import (COMMAND_EXAMPLES, MODEL_REF_HELP, finish_subparsers, int_at_least, positive_float,
+                       positive_int)
 from .cli_train import TRAINING_COMMANDS
 from .errors import ConfigError, Video3DZooError
+from .version import __version__
 
 Handler = Callable[[argparse.Namespace], int]
 _COMMANDS: Dict[str, Handler] = {name: handler for name, (_add, handler) in TRAINING_COMMANDS.items()}
@@ -53,19 +55,28 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 @command("info")
 def _cmd_info(args: argparse.Namespace) -> int:
+    from .registry import list_models
+
+    names = [m for ref in args.names for m in (list_models(ref) if set(ref) & set("*?[") else [ref])]
+    if not names:
+        raise ConfigError(f"no registered model matches {' '.join(args.names)} (see video3d-zoo list)")
+    for name in names:
+        _print_info(name, args, one_json=len(names) == 1)
+    return 0
+
+
+def _print_info(name: str, args: argparse.Namespace, one_json: bool) -> None:
     from .profile import profile
 
-    result = profile(args.name, frames=args.frames, size=args.size, init_weights=False)
-    info = {"model": args.name, **result.to_dict()}
-    if args.json:
-        print(json.dumps(info, indent=2))
-    else:
-        print(f"{args.name}: {result.params_millions:.3f} M parameters, {result.gmacs:.2f} GMACs per "
-              f"{args.frames}x{args.size}x{args.size} clip (fvcore, 1 MAC = 1 multiply-add)")
-        if result.uncounted_ops:
-            ops = ", ".join(f"{k} x{v}" for k, v in sorted(result.uncounted_ops.items()))
-            print(f"not counted (no MACs or no fvcore formula): {ops}")
-    return 0
+    result = profile(name, frames=args.frames, size=args.size, init_weights=False)
+    if args.json:  # one model: an indented object; several: one object per line
+        print(json.dumps({"model": name, **result.to_dict()}, indent=2 if one_json else None), flush=True)
+        return
+    print(f"{name}: {result.params_millions:.3f} M parameters, {result.gmacs:.2f} GMACs per "
+          f"{args.frames}x{args.size}x{args.size} clip (fvcore, 1 MAC = 1 multiply-add)")
+    if result.uncounted_ops:
+        ops = ", ".join(f"{k} x{v}" for k, v in sorted(result.uncounted_ops.items()))
+        print(f"not counted (no MACs or no fvcore formula): {ops}")
 
 
 @command("convert")
@@ -162,24 +173,16 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
 @command("classify")
 def _cmd_classify(args: argparse.Namespace) -> int:
+    from .classify_job import run_classify
     from .features import classify_video
 
     model = _model_from_args(args)
-    prediction = classify_video(model, args.video, topk=args.topk, clip_len=args.clip_len, stride=args.stride,
-                                last=args.last, fps=args.fps, batch_size=args.batch_size)
-    report = prediction.decode_report
-    if args.json:
-        print(json.dumps({"video": args.video, "num_clips": prediction.num_clips,
-                          "top": [{"label": l, "score": s} for l, s in prediction.top],
-                          "notes": prediction.notes, "decode_report": report.to_dict() if report else None},
-                         allow_nan=False))
-    else:
-        print(f"{args.video} ({prediction.num_clips} clips, softmax averaged over clips):")
-        for label, score in prediction.top:
-            print(f"  {score:7.2%}  {label}")
-        for note in prediction.notes:
-            print(f"  note: {note}")
-    return 0
+
+    def classify(video):
+        return classify_video(model, video, topk=args.topk, clip_len=args.clip_len, stride=args.stride,
+                              last=args.last, fps=args.fps, batch_size=args.batch_size)
+
+    return run_classify(args.inputs, classify, args.json)
 
 
 @command("demo")
@@ -235,6 +238,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="video3d-zoo", description="Spatiotemporal 3D CNN model zoo.")
+    parser.add_argument("--version", action="version", version=f"video3d-zoo {__version__}",
+                        help="print the package version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_list_parsers(sub)
     for add_parser, _handler in TRAINING_COMMANDS.values():
@@ -242,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_parsers(sub)
     _add_video_parsers(sub)
     _add_export_parser(sub)
+    finish_subparsers(sub, COMMAND_EXAMPLES)
     return parser
 
 
@@ -254,12 +260,12 @@ def _add_list_parsers(sub) -> None:
                        "embedded model (offline)")
     p.add_argument("-o", "--output", default=None, help="folder for the videos and features (default: a temp dir)")
     p.add_argument("--seed", type=int_at_least(0), default=2026, help="seed of the generated videos")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:1, mps")
 
 
 def _add_model_parsers(sub) -> None:
     p = sub.add_parser("list-pretrained", help="list pretrained weights as model.tag")
-    p.add_argument("pattern", nargs="?", default="*")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern on model.tag, e.g. 'resnet3d_50*'")
     p.add_argument("--verbose", "-v", action="store_true",
                    help="also say where each can come from now: embedded, installed (from which file), cached, "
                         "hub, or original only")
@@ -271,25 +277,27 @@ def _add_model_parsers(sub) -> None:
     p.add_argument("--json", action="store_true", help="the report as JSON")
 
     p = sub.add_parser("info", help="parameters and GMACs of a model (fvcore)")
-    p.add_argument("name")
+    p.add_argument("names", nargs="+", metavar="name",
+                   help="registered model names, aliases or shell-style patterns, e.g. r3d_18 'resnext*'")
     p.add_argument("--frames", type=positive_int, default=16, help="clip length T (default: 16)")
-    p.add_argument("--size", type=positive_int, default=112, help="clip height and width (default: 112)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--size", type=positive_int, default=112, help="clip height and width in pixels (default: 112)")
+    p.add_argument("--json", action="store_true",
+                   help="print the numbers as JSON: one object, or one per line for several models")
 
     p = sub.add_parser("convert", help="original / torchvision checkpoint -> model.safetensors + config.json")
     p.add_argument("src", help=".pth file, safetensors file or zoo folder")
     p.add_argument("-o", "--output", required=True, help="output folder")
 
     p = sub.add_parser("bench", help="inference speed of each fast-path variant against eager fp32")
-    p.add_argument("models", nargs="+")
-    p.add_argument("--batch-size", type=positive_int, default=8)
-    p.add_argument("--frames", type=positive_int, default=16)
-    p.add_argument("--size", type=positive_int, default=112)
-    p.add_argument("--repeats", type=positive_int, default=3)
+    p.add_argument("models", nargs="+", help="registered model names (random weights)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="clips per forward pass")
+    p.add_argument("--frames", type=positive_int, default=16, help="clip length T in frames")
+    p.add_argument("--size", type=positive_int, default=112, help="clip height and width in pixels")
+    p.add_argument("--repeats", type=positive_int, default=3, help="timed repetitions per variant (the median is reported)")
     p.add_argument("--variants", nargs="+", default=None,
                    help="subset of eager_fp32 fast_fp32 fast_bf16 compiled_fp32 compiled_bf16")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available, else cpu)")
     p.add_argument("--csv", default=None, help="also write the rows to this CSV file")
 
     p = sub.add_parser("publish", help="model card + upload of a converted folder; prints the manifest entry",
@@ -318,11 +326,13 @@ def _add_video_parsers(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("classify", help="video-level prediction (softmax averaged over clips)")
-    p.add_argument("video")
+    p.add_argument("inputs", nargs="+", metavar="video",
+                   help="video files, folders (recursive) or text files listing paths, as for extract")
     _add_model_args(p)
     _add_clip_args(p)
-    p.add_argument("--topk", type=positive_int, default=5)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--topk", type=positive_int, default=5, help="classes printed per video")
+    p.add_argument("--json", action="store_true",
+                   help='one JSON object per video and line: {"video", "num_clips", "top": [{"label", "score"}], ...}')
 
 
 def _add_export_parser(sub) -> None:
@@ -330,11 +340,13 @@ def _add_export_parser(sub) -> None:
     p.add_argument("model", help=MODEL_REF_HELP)
     p.add_argument("--random-weights", action="store_true",
                    help="export the architecture NAME with random weights instead of its pretrained weights")
-    p.add_argument("--format", choices=["onnx"], default="onnx")
-    p.add_argument("-o", "--output", required=True)
-    p.add_argument("--frames", type=positive_int, default=None)
-    p.add_argument("--size", type=positive_int, default=None)
-    p.add_argument("--opset", type=int_at_least(11), default=17)
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="export format")
+    p.add_argument("-o", "--output", required=True, help="output file, e.g. model.onnx")
+    p.add_argument("--frames", type=positive_int, default=None,
+                   help="clip length T of the example input in frames (default: the weights' frames)")
+    p.add_argument("--size", type=positive_int, default=None,
+                   help="height and width of the example input in pixels (default: the weights' crop size)")
+    p.add_argument("--opset", type=int_at_least(11), default=17, help="ONNX opset version")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
 
 

@@ -68,7 +68,7 @@ def add_eval_parser(sub) -> None:
     who.add_argument("--weights", help="zoo checkpoint folder or file")
     p.add_argument("data", help="data set root (video folders), or the list file (--format list)")
     g = p.add_argument_group("data set and split")
-    g.add_argument("--format", choices=EVAL_FORMATS, default="folder")
+    g.add_argument("--format", choices=EVAL_FORMATS, default="folder", help="how the data set lists its videos")
     g.add_argument("--annotations", help="split files: UCF-101 / HMDB-51 / folder lists folder, Kinetics CSV "
                    "folder or file, list: classes.txt (default: DATA)")
     g.add_argument("--fold", type=int, choices=(1, 2, 3), help="UCF-101 / HMDB-51 split number (default 1)")
@@ -94,9 +94,9 @@ def _add_eval_clip_args(g) -> None:
 
 def _add_eval_run_args(g) -> None:
     g.add_argument("--batch-size", type=positive_int, default=32, help="clips per forward pass")
-    g.add_argument("--workers", type=int_at_least(0), default=0)
-    g.add_argument("--threads", type=int_at_least(0), default=0)
-    g.add_argument("--device", default="auto")
+    g.add_argument("--workers", type=int_at_least(0), default=0, help="decoding processes (0: decode in this process)")
+    g.add_argument("--threads", type=int_at_least(0), default=0, help="torch CPU threads (0: torch's choice)")
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (a GPU if there is one)")
     g.add_argument("--amp", default="none", choices=("none", "bf16", "fp16", "auto"), help="autocast")
     g.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="reduced precision on the fast path (outputs stay float32)")

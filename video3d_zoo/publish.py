@@ -32,7 +32,8 @@ from .weights import CONFIG_NAME, WEIGHTS_NAME, read_safetensors
 
 PathLike = Union[str, os.PathLike]
 CARD_NAME = "README.md"
-UPLOADED_FILES = (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME)
+METRICS_NAME = "metrics.json"  # written next to the weights by a training run's export
+UPLOADED_FILES = (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME, METRICS_NAME)
 
 CITATIONS = {
     "hara2018": """@inproceedings{hara3dcnns,
@@ -105,8 +106,55 @@ def _fmt_number(value: Optional[float], digits: int = 2) -> str:
     return "unknown" if value is None else f"{value:.{digits}f}"
 
 
-def model_card(entry: Dict[str, Any], repo_id: str, sha256: str, size: int) -> str:
-    """The ``README.md`` of a published entry (YAML header + Markdown)."""
+def _origin_lines(entry: Dict[str, Any], release: str, metrics: Optional[Dict[str, Any]]) -> list:
+    """How the weights were made: a converted original, a training run of this package, or not recorded."""
+    upstream = entry.get("upstream")
+    if upstream:
+        return [f"Converted from `{upstream.get('file', 'an original checkpoint')}` ({release}) to the "
+                "video3d_zoo layout; numerically identical to the original network.", ""]
+    if metrics is None:
+        return ["How these weights were made is not recorded (no upstream original in the manifest and no "
+                f"`{METRICS_NAME}` from a training run).", ""]
+    cfg = metrics.get("config") or {}
+    data = cfg.get("data") or {}
+    lines = [f"Trained with video3d_zoo (`video3d-zoo train`, config `{Path(str(cfg.get('source') or 'not recorded')).name}`) "
+             f"on `{data.get('format', 'unknown')}` data from `{data.get('root', 'unknown')}`: "
+             f"{metrics.get('epochs', '?')} epochs, {metrics.get('train_videos', '?')} training videos, "
+             f"{metrics.get('processes', 1)} process(es), {metrics.get('weights', 'last')} weights exported. "
+             f"The full config is in `{METRICS_NAME}`.", "",
+             f"Evaluated on {metrics.get('evaluated_on', 'not recorded')} (softmax averaged over the clips of "
+             "each video for video-level numbers):", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {key} | {value:.4f} |" for key, value in metrics.items()
+              if key.endswith(("top1", "top5")) and isinstance(value, (int, float))]
+    return lines + [""]
+
+
+def _classes_text(entry: Dict[str, Any], dataset: Optional[str]) -> str:
+    labels, count = entry.get("labels"), entry["num_classes"]
+    where = f" ({dataset})" if dataset else ""
+    if isinstance(labels, (list, tuple)):
+        shown = ", ".join(f"`{name}`" for name in labels[:20])
+        return f"{count}{where}: {shown}{', ...' if len(labels) > 20 else ''}"
+    return f"{count}{where}"
+
+
+def _usage_lines(model: str, tag: str, repo_id: str, inp: Dict[str, Any], known: bool) -> list:
+    lines = ["## Usage", "", "```python", "import torch", "import video3d_zoo", "",
+             f'model = video3d_zoo.load_model("hf-hub:{repo_id}")  # downloads, checks sha256 against the Hub',
+             f"clip = torch.randn(1, 3, {inp['frames']}, {inp['crop_size']}, {inp['crop_size']})  "
+             "# preprocessed as above",
+             "logits = model(clip)", "```", "",
+             f"On the command line: `video3d-zoo classify video.mp4 --model hf-hub:{repo_id}`."]
+    if known:
+        lines += ["", f"Listed in video3d_zoo's weights manifest as `{model}.{tag}`: "
+                  f"`video3d_zoo.create_model({model!r}, pretrained={tag!r})`, and with `num_classes=10` "
+                  "the same backbone with a fresh classifier for fine-tuning."]
+    return lines + [""]
+
+
+def model_card(entry: Dict[str, Any], repo_id: str, sha256: str, size: int,
+               metrics: Optional[Dict[str, Any]] = None) -> str:
+    """The ``README.md`` of a published entry (YAML header + Markdown); ``metrics``: a run's ``metrics.json``."""
     from .registry import get_model_spec
 
     model, tag = entry["model"], entry["tag"]
@@ -115,7 +163,7 @@ def model_card(entry: Dict[str, Any], repo_id: str, sha256: str, size: int) -> s
     release = upstream.get("release") or spec.origin
     license_id = entry.get("license")
     inp = entry["input_spec"]
-    dataset = (entry.get("dataset") or {}).get("name") or "unknown"
+    dataset = (entry.get("dataset") or {}).get("name")
     pretrained_on = (entry.get("dataset") or {}).get("pretrained_on")
     resize = inp["resize"]
     resize_text = (f"resize to {resize[0]}x{resize[1]} (height x width)" if isinstance(resize, list)
@@ -125,16 +173,15 @@ def model_card(entry: Dict[str, Any], repo_id: str, sha256: str, size: int) -> s
     lines = ["---", f"license: {_SPDX_CARD.get(license_id, 'other') if license_id else 'other'}",
              "library_name: video3d-zoo", "pipeline_tag: video-classification", "tags:"]
     lines += [f"- {t}" for t in tags]
-    lines += ["---", "", f"# {model}.{tag}", "", spec.description, "",
-              f"Converted from `{upstream.get('file', 'an original checkpoint')}` "
-              f"({release}) to the video3d_zoo layout; numerically identical to the original network.", ""]
+    lines += ["---", "", f"# {model}.{tag}", "", spec.description, ""]
+    lines += _origin_lines(entry, release, metrics)
     lines += ["## Model", "", "| | |", "|---|---|", f"| architecture | `{model}` |",
               f"| architecture arguments | `{json.dumps(entry.get('arch_kwargs') or {})}` |",
               f"| parameters | {entry['params']:,} ({entry['params'] / 1e6:.2f} M) |" if entry.get("params")
               else "| parameters | unknown |",
               f"| GMACs per {inp['frames']}x{inp['crop_size']}x{inp['crop_size']} clip | "
               f"{_fmt_number(entry.get('gmacs'))} (fvcore; 1 MAC = 1 multiply-add, about 2 FLOPs) |",
-              f"| classes | {entry['num_classes']} ({dataset}) |"]
+              f"| classes | {_classes_text(entry, dataset)} |"]
     if pretrained_on:
         lines.append(f"| pretrained on | {pretrained_on} |")
     lines.append("")
@@ -145,7 +192,9 @@ def model_card(entry: Dict[str, Any], repo_id: str, sha256: str, size: int) -> s
                   f"video3d_zoo. {entry.get('labels_source') or ''}".rstrip(), ""]
     lines += ["## Accuracy", ""]
     accuracy = entry.get("accuracy") or []
-    if accuracy:
+    if not accuracy and metrics is not None:
+        lines.append(f"See above: the evaluation of the training run (`{METRICS_NAME}`).")
+    elif accuracy:
         lines += ["| dataset | split | metric | value | protocol | source |", "|---|---|---|---|---|---|"]
         for acc in accuracy:
             metric = {"top1": "top-1", "top5": "top-5", "mean_top1_top5": "mean of top-1 and top-5"}.get(
@@ -167,13 +216,7 @@ def model_card(entry: Dict[str, Any], repo_id: str, sha256: str, size: int) -> s
               f"- RGB values {value_text}, then subtract mean {inp['mean']} and divide by std {inp['std']} "
               f"(same scale; preset `{inp['name']}`)",
               "- tensor layout N x C x T x H x W", ""]
-    lines += ["## Usage", "", "```python", "import torch", "import video3d_zoo", "",
-              f"model = video3d_zoo.create_model({model!r}, pretrained={tag!r})  # downloads, verifies sha256",
-              f"clip = torch.randn(1, 3, {inp['frames']}, {inp['crop_size']}, {inp['crop_size']})  "
-              "# preprocessed as above",
-              "logits = model(clip)",
-              "# fine-tuning: same backbone, fresh classifier",
-              f"model = video3d_zoo.create_model({model!r}, pretrained={tag!r}, num_classes=10)", "```", ""]
+    lines += _usage_lines(model, tag, repo_id, inp, known=bool(upstream))
     lines += ["## Files", "", f"Repository `{repo_id}`.", "", f"- `{WEIGHTS_NAME}`: sha256 `{sha256}`, {size:,} bytes",
               f"- `{CONFIG_NAME}`: architecture, classes and input spec"]
     if upstream:
@@ -238,7 +281,9 @@ def publish_folder(folder: PathLike, repo_id: str, tag: Optional[str] = None, *,
 
     weights = folder / WEIGHTS_NAME
     sha256, size = sha256_file(weights), weights.stat().st_size
-    write_text_atomic(folder / CARD_NAME, model_card(entry, repo_id, sha256, size))
+    metrics_file = folder / METRICS_NAME
+    metrics = json.loads(metrics_file.read_text(encoding="utf-8")) if metrics_file.is_file() else None
+    write_text_atomic(folder / CARD_NAME, model_card(entry, repo_id, sha256, size, metrics))
 
     revision = None
     if not dry_run:
@@ -248,7 +293,7 @@ def publish_folder(folder: PathLike, repo_id: str, tag: Optional[str] = None, *,
             api = HfApi(token=token)
         api.create_repo(repo_id, repo_type="model", exist_ok=True, private=private)
         info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="model",
-                                 allow_patterns=list(UPLOADED_FILES),
+                                 allow_patterns=[n for n in UPLOADED_FILES if (folder / n).is_file()],
                                  commit_message=commit_message or f"video3d_zoo: {entry['model']}.{tag}")
         revision = getattr(info, "oid", None)
         if not (isinstance(revision, str) and len(revision) == 40):
