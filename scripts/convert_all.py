@@ -55,6 +55,7 @@ def find_original(originals: Path, names: List[str]) -> Optional[Path]:
 def convert_entry(entry, original: Path, out_dir: Path, verify_upstream: bool = True) -> Dict[str, object]:
     """Steps 2-4 for one entry; returns {"folder", "original_sha256"}; raises on any mismatch."""
     from video3d_zoo.hub import sha256_file
+    from video3d_zoo.importer import disagreements
     from video3d_zoo.profile import count_params
     from video3d_zoo.weights import convert_source, load_converted, save_pretrained
 
@@ -67,16 +68,8 @@ def convert_entry(entry, original: Path, out_dir: Path, verify_upstream: bool = 
             raise ValueError(f"{original}: sha256 {digest} does not start with {up.sha256_prefix} "
                              "(the file name's hash suffix)")
     converted = convert_source(original)
-    got, want = converted.config, entry.to_config()
-    problems = []
-    if got.architecture != want.architecture:
-        problems.append(f"architecture {got.architecture} (expected {want.architecture})")
-    if dict(got.arch_kwargs) != dict(want.arch_kwargs):
-        problems.append(f"arch_kwargs {dict(got.arch_kwargs)} (expected {dict(want.arch_kwargs)})")
-    if got.num_classes != want.num_classes:
-        problems.append(f"num_classes {got.num_classes} (expected {want.num_classes})")
-    if got.input_spec.frames != want.input_spec.frames:
-        problems.append(f"frames {got.input_spec.frames} (expected {want.input_spec.frames})")
+    want = entry.to_config()
+    problems = disagreements(converted, entry)  # the same confirmation `video3d-zoo import` makes
     if problems:
         raise ValueError(f"{original.name} converts to something else than {entry.name}: " + "; ".join(problems))
     converted.config = want.replace(source=f"{up.release}:{original.name}" if up else original.name)

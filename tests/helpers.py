@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -30,3 +32,17 @@ def golden_case_files():
             for path in sorted(folder.glob("*.json")):
                 found.setdefault(path.name, path)
     return [found[name] for name in sorted(found)]
+
+
+def as_2017(sd, arch=None, epoch=1) -> dict:
+    """Zoo layout -> the 2017 release's checkpoint: DataParallel's ``module.`` prefix, no BatchNorm
+    counters, 2017 DenseNet names, wrapped in the release's dict."""
+    out = OrderedDict()
+    for key, value in sd.items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        if key.startswith("features."):
+            key = key.replace("features.conv1.", "features.conv0.").replace("features.norm1.", "features.norm0.")
+            key = re.sub(r"\.(norm|conv)([12])\.", r".\1.\2.", key)
+        out["module." + key] = value
+    return {"epoch": epoch, "arch": arch, "state_dict": out, "optimizer": {}}

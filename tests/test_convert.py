@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import re
 from collections import OrderedDict
 
 import pytest
@@ -17,24 +16,13 @@ from video3d_zoo.errors import CheckpointError, ConfigError, UnsafeCheckpointErr
 from video3d_zoo.registry import family_of
 from video3d_zoo.weights import read_checkpoint
 
+from helpers import as_2017
+
 
 def zoo_state(name, **kwargs):
     torch.manual_seed(0)
     model = create_model(name, **kwargs).eval()
     return model, OrderedDict((k, v.clone()) for k, v in model.state_dict().items())
-
-
-def as_2017(sd):
-    """Zoo layout -> 2017 release layout: module. prefix, no counters, 2017 DenseNet names."""
-    out = OrderedDict()
-    for key, value in sd.items():
-        if key.endswith("num_batches_tracked"):
-            continue
-        if key.startswith("features."):
-            key = key.replace("features.conv1.", "features.conv0.").replace("features.norm1.", "features.norm0.")
-            key = re.sub(r"\.(norm|conv)([12])\.", r".\1.\2.", key)
-        out["module." + key] = value
-    return {"epoch": 1, "arch": None, "state_dict": out, "optimizer": {}}
 
 
 def same_outputs(a, b, frames=16, size=32):

@@ -18,20 +18,19 @@ import socket
 import subprocess
 import sys
 from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from helpers import ROOT
+from helpers import ROOT, as_2017
 from videos import write_video
 
 import video3d_zoo
 from video3d_zoo import cli
 from video3d_zoo.config import ModelConfig
 from video3d_zoo.errors import IntegrityError, Video3DZooError, WeightsNotFoundError
-from video3d_zoo.importer import ALREADY, INSTALLED, NOT_RELEASED, REFUSED, import_weights
+from video3d_zoo.importer import ALREADY, INSTALLED, REFUSED, import_weights
 from video3d_zoo.installed import HOME_ENV, read_record, weights_home
 from video3d_zoo.labels import load_label_set
 from video3d_zoo.manifest import MANIFEST_ENV, dumps, load_manifest
@@ -63,19 +62,6 @@ def fabricate(arch, num_classes, seed=0, **kwargs):
             t.normal_(0.0, math.sqrt(2.0 / max(1, math.prod(shape[1:]))), generator=gen)
         sd[key] = t
     return sd
-
-
-def as_2017(sd, arch):
-    """Zoo layout -> the 2017 release: DataParallel's module. prefix, no counters, 2017 DenseNet names."""
-    out = OrderedDict()
-    for key, value in sd.items():
-        if key.endswith("num_batches_tracked"):
-            continue
-        if key.startswith("features."):
-            key = key.replace("features.conv1.", "features.conv0.").replace("features.norm1.", "features.norm0.")
-            key = re.sub(r"\.(norm|conv)([12])\.", r".\1.\2.", key)
-        out["module." + key] = value
-    return {"epoch": 200, "arch": arch, "state_dict": out, "optimizer": {}}
 
 
 def as_2020(sd, arch):
@@ -115,7 +101,7 @@ def home(tmp_path_factory):
 def downloads(tmp_path_factory):
     """A download folder holding the full-width 2017 DenseNet-121 original under its released name."""
     folder = tmp_path_factory.mktemp("downloads")
-    torch.save(as_2017(fabricate("densenet3d_121", 400), "densenet-121"), folder / DENSENET)
+    torch.save(as_2017(fabricate("densenet3d_121", 400), "densenet-121", epoch=200), folder / DENSENET)
     (folder / "notes.txt").write_text("not a checkpoint")
     return folder
 

@@ -216,7 +216,7 @@ def _import_one(path: Path, entry, manifest) -> ImportResult:
             return result
 
     converted = convert_source(path)
-    problems = _disagreements(converted, entry)
+    problems = disagreements(converted, entry)
     if problems:
         return _refuse(result, _mismatch_message(path, entry, converted, problems, manifest))
     model = load_converted(converted)
@@ -248,7 +248,8 @@ def _hash_note(result: ImportResult) -> str:
     return f"sha256 {result.sha256} (the manifest records none for this file; kept with the installed copy)"
 
 
-def _disagreements(converted, entry) -> List[str]:
+def disagreements(converted, entry) -> List[str]:
+    """What a converted original says that its manifest entry does not (empty when they agree)."""
     config, up = converted.config, entry.upstream
     out = []
     if config.architecture != entry.model:
