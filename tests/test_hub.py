@@ -134,6 +134,23 @@ def test_warm_cache_makes_no_request_even_with_the_server_down(env, hub, tiny, m
     assert same_weights(video3d_zoo.create_model("resnet3d_10", pretrained="tiny"), tiny[0])
 
 
+def test_a_warm_start_from_a_pinned_commit_does_not_import_huggingface_hub(env, hub, tiny):
+    # huggingface_hub's downloading modules (~0.15 s of imports) would cost more than the rest of a
+    # warm start; its package root and constants (under 1 ms, read for HF_HUB_OFFLINE) are fine.
+    publish(hub, tiny, env)
+    video3d_zoo.create_model("resnet3d_10", pretrained=True)
+    hub.stop()
+    code = ("import sys, video3d_zoo; m = video3d_zoo.create_model('resnet3d_10', pretrained=True); "
+            "print(sorted(k for k in sys.modules if k.startswith('huggingface_hub')), "
+            "sum(float(p.double().sum()) for p in m.parameters()))")
+    child_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    modules, total = out.stdout.rsplit(" ", 1)
+    assert modules == "['huggingface_hub', 'huggingface_hub.constants']"
+    assert float(total) == pytest.approx(sum(float(p.detach().double().sum()) for p in tiny[0].parameters()))
+
+
 def test_offline_mode_warm_cache_works_cold_cache_errors_clearly(env, hub, tiny, monkeypatch):
     publish(hub, tiny, env)
     video3d_zoo.create_model("resnet3d_10", pretrained=True)

@@ -299,6 +299,26 @@ def _is_network(exc: BaseException) -> bool:
         n in names for n in ("NetworkError", "ConnectError", "ProxyError", "RemoteProtocolError", "TransportError"))
 
 
+def _is_commit(revision: str) -> bool:
+    return len(revision) == 40 and all(c in "0123456789abcdef" for c in revision)
+
+
+def cached_file(repo_id: str, filename: str, revision: str, cache: Path) -> Optional[str]:
+    """Path of ``filename`` at ``revision`` in the huggingface_hub cache, or ``None``.
+
+    A pinned commit (what manifests hold) names its snapshot folder directly, so a warm start
+    does not import huggingface_hub (about 0.15 s of imports, more than the rest of loading a
+    model); branch and tag names go through huggingface_hub's own lookup of ``refs/``.
+    """
+    if _is_commit(revision):
+        path = cache / _repo_folder(repo_id) / "snapshots" / revision / Path(*filename.split("/"))
+        return str(path) if path.is_file() else None
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, filename, cache_dir=str(cache), revision=revision)
+    return found if isinstance(found, str) else None
+
+
 def download(location: Any = None, *, repo_id: Optional[str] = None, filename: Optional[str] = None,
              revision: Optional[str] = None, sha256: Optional[str] = None, size: Optional[int] = None,
              cache: Optional[PathLike] = None, endpoint_url: Optional[str] = None,
@@ -325,11 +345,9 @@ def download(location: Any = None, *, repo_id: Optional[str] = None, filename: O
     attempts = retries() if attempts is None else attempts
     what = _describe(repo_id, filename, revision, where)
 
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
-
     # 1. the cache: no network at all
-    cached = try_to_load_from_cache(repo_id, filename, cache_dir=str(cache), revision=revision)
-    if isinstance(cached, str):
+    cached = cached_file(repo_id, filename, revision, cache)
+    if cached is not None:
         try:
             verify_file(cached, sha256, size, what=f"cached {what}")
             return Path(cached)
@@ -361,6 +379,8 @@ def download(location: Any = None, *, repo_id: Optional[str] = None, filename: O
                              "not downloaded")
 
     # 4. the download itself (huggingface_hub's cache, locks and progress bar), capped at the manifest size
+    from huggingface_hub import hf_hub_download
+
     try:
         path = hf_hub_download(repo_id, filename, revision=revision, cache_dir=str(cache), endpoint=where,
                                etag_timeout=timeout, library_name="video3d_zoo", library_version=_version(),

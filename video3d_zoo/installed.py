@@ -187,9 +187,8 @@ def install_state_dict(entry, state_dict: Mapping[str, Any], config, original: M
     ``changed`` is False when the installed copy already held exactly these bytes (the record is
     still updated to name this ``original``).  Call under no lock: this takes the entry's lock.
     """
-    from safetensors.torch import save_file
-
     from .hub import _write_marker, sha256_file
+    from .safetensors_write import save_aligned
     from .version import __version__
     from .config import CONFIG_METADATA_KEY
 
@@ -204,7 +203,7 @@ def install_state_dict(entry, state_dict: Mapping[str, Any], config, original: M
         os.close(fd)
         tmp = Path(name)
         try:
-            save_file(dict(state_dict), str(tmp), metadata={CONFIG_METADATA_KEY: config.to_json(), "format": "pt"})
+            save_aligned(dict(state_dict), tmp, metadata={CONFIG_METADATA_KEY: config.to_json(), "format": "pt"})
             sha, size = sha256_file(tmp), tmp.stat().st_size
             target = folder / f"weights-{sha[:16]}.safetensors"
             unchanged = (previous is not None and previous.sha256 == sha and previous.path == target
@@ -300,16 +299,12 @@ def weights_sources(entry) -> WeightsSources:
 
 
 def _hub_cached(location) -> Optional[str]:
+    from .hub import cache_dir, cached_file
+
     try:
-        from huggingface_hub import try_to_load_from_cache
-
-        from .hub import cache_dir
-
-        found = try_to_load_from_cache(location.repo_id, location.filename, cache_dir=str(cache_dir()),
-                                       revision=location.revision)
+        return cached_file(location.repo_id, location.filename, location.revision, cache_dir())
     except Exception:  # pragma: no cover - a broken cache is not this listing's problem
         return None
-    return found if isinstance(found, str) else None
 
 
 def list_sources(pattern: str, manifest) -> List[WeightsSources]:

@@ -304,7 +304,7 @@ def save_pretrained(model: nn.Module, out_dir: PathLike, config: Optional[ModelC
     was.  The tensors are written compactly (each its own contiguous storage, see
     :func:`~video3d_zoo.tensor_checks.compact_state_dict`).
     """
-    from safetensors.torch import save_file
+    from .safetensors_write import save_aligned
 
     config = config or getattr(model, "config", None)
     if config is None:
@@ -320,7 +320,7 @@ def save_pretrained(model: nn.Module, out_dir: PathLike, config: Optional[ModelC
     sd = compact_state_dict({k: v.cpu() for k, v in model.state_dict().items()})
     text = config.to_json()
     with atomic_path(out / WEIGHTS_NAME) as weights_tmp, atomic_path(out / CONFIG_NAME) as config_tmp:
-        save_file(sd, str(weights_tmp), metadata={CONFIG_METADATA_KEY: text, "format": "pt"})
+        save_aligned(sd, weights_tmp, metadata={CONFIG_METADATA_KEY: text, "format": "pt"})
         config_tmp.write_text(text + "\n", encoding="utf-8")
     return out
 
