@@ -133,7 +133,8 @@ def _model_from_args(args: argparse.Namespace):
     if args.precision != "fp32" or args.fast or args.compile:
         from .inference import optimize_for_inference
 
-        model = optimize_for_inference(model, precision=args.precision, device=device, compile=args.compile)
+        model = optimize_for_inference(model, precision=args.precision, device=device, compile=args.compile,
+                                       batch_size=getattr(args, "batch_size", None))
     return model
 
 
@@ -146,7 +147,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="reduced precision where the device supports it (outputs stay float32)")
     p.add_argument("--fast", action="store_true", help="fold BatchNorm and use channels_last_3d (fp32, exact)")
     p.add_argument("--compile", action="store_true",
-                   help="also torch.compile with freezing (first batch compiles for tens of seconds)")
+                   help="also compile with freezing; on the CPU the compiled model is cached across runs "
+                        "(the first run of a model, batch size and precision compiles for tens of seconds)")
 
 
 def _add_clip_args(p: argparse.ArgumentParser) -> None:

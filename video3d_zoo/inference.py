@@ -9,8 +9,12 @@
 * optional reduced precision: ``"bf16"`` autocast on CPUs with AVX-512-BF16/AMX and on GPUs that
   support it, ``"fp16"`` on CUDA; outputs are returned as float32.  Cost: logits differ from
   float32 by about 1% of the largest logit (see docs/performance.md for measured figures);
-* optional ``torch.compile`` (inductor) with freezing, which pre-packs the folded weights.
-  The first call compiles (tens of seconds on a 2-core CPU); later calls are fast.
+* optional compilation with freezing, which pre-packs the folded weights.  On the CPU the
+  entry points a job uses (``forward``, ``forward_features``) become AOTInductor libraries
+  cached across runs (:mod:`video3d_zoo.compiled`): the first run of a model, batch shape and
+  precision compiles (tens of seconds on 2 cores), later runs load it in a fraction of a second.
+  Batches are padded to one static size, so a run never compiles twice.  Elsewhere (CUDA) it is
+  ``torch.compile``.  A compilation that fails falls back to the eager fast path, with a warning.
 
 Float32 without compilation is the default and reproduces the float32 model within rounding.
 """
@@ -18,8 +22,9 @@ Float32 without compilation is the default and reproduces the float32 model with
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Callable, Dict, Optional, Union
 
 import torch
 from torch import nn
@@ -60,6 +65,8 @@ class InferenceOptions:
     channels_last: bool = True
     fold_bn: bool = True
     compile: bool = False
+    #: the static batch of compiled entry points (default: the first call's batch size)
+    batch_size: Optional[int] = None
 
 
 class InferenceModel(nn.Module):
@@ -73,9 +80,7 @@ class InferenceModel(nn.Module):
         self.config = getattr(model, "config", None)
         self.num_features = getattr(model, "num_features", None)
         self.feature_info = getattr(model, "feature_info", [])
-        self._compiled = None
-        if options.compile:
-            self._compiled = torch.compile(model)
+        self._compiled: Dict[str, Callable] = {}
 
     def _autocast(self):
         return autocast(self.device, precision_dtype(self.options.precision))
@@ -93,17 +98,33 @@ class InferenceModel(nn.Module):
             return type(out)(o.float() if isinstance(o, torch.Tensor) else [t.float() for t in o] for o in out)
         return out.float()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._compiled is not None:
-            import torch._inductor.config as inductor_config
+    def _entry(self, name: str, x: torch.Tensor) -> Callable:
+        """The callable running ``model.<name>``: compiled once per entry point when asked for."""
+        if not self.options.compile:
+            return getattr(self.model, name)
+        if name not in self._compiled:
+            self._compiled[name] = self._compile(name, x)
+        return self._compiled[name]
 
-            # Freezing only takes effect when set around the compiling call (perf-facts.md).
-            with inductor_config.patch(freezing=True):
-                return self._run(self._compiled, x)
-        return self._run(self.model, x)
+    def _compile(self, name: str, x: torch.Tensor) -> Callable:
+        from . import compiled
+
+        if self.device.type != "cpu" or not compiled.available():
+            return _torch_compiled(getattr(self.model, name))
+        batch = max(self.options.batch_size or 0, x.shape[0])
+        dtype = precision_dtype(self.options.precision) or torch.float32
+        try:
+            return compiled.compile_entry(self.model, name, batch, tuple(x.shape[1:]), dtype)
+        except compiled.CompileError as exc:
+            warnings.warn(f"compilation unavailable, running the eager fast path: {exc}", RuntimeWarning,
+                          stacklevel=3)
+            return getattr(self.model, name)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(self._entry("forward", x), x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self._run(self.model.forward_features, x)
+        return self._run(self._entry("forward_features", x), x)
 
     def forward_intermediates(self, x: torch.Tensor, *args, **kwargs):
         """``model.forward_intermediates`` on the fast path (float32 outputs)."""
@@ -118,15 +139,30 @@ class InferenceModel(nn.Module):
             return self.model.forward_head(x.to(self.device), pre_logits=pre_logits).float()
 
 
+def _torch_compiled(fn: Callable) -> Callable:
+    compiled = torch.compile(fn)
+
+    def run(x: torch.Tensor):
+        import torch._inductor.config as inductor_config
+
+        # Freezing only takes effect when set around the compiling call (perf-facts.md).
+        with inductor_config.patch(freezing=True):
+            return compiled(x)
+    return run
+
+
 def optimize_for_inference(model: nn.Module, precision: str = "fp32", channels_last: bool = True,
                            fold_bn: bool = True, compile: bool = False,
-                           device: Optional[Union[torch.device, str]] = None, copy_model: bool = True) -> InferenceModel:
+                           device: Optional[Union[torch.device, str]] = None, copy_model: bool = True,
+                           batch_size: Optional[int] = None) -> InferenceModel:
     """Prepare ``model`` for inference (see the module docstring for each step and its cost).
 
-    The original model is left untouched unless ``copy_model=False``.
+    ``batch_size`` is the static batch of compiled entry points (the largest batch the job
+    sends; default: the first call's).  The original model is left untouched unless
+    ``copy_model=False``.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    options = InferenceOptions(resolve_precision(precision, device), channels_last, fold_bn, compile)
+    options = InferenceOptions(resolve_precision(precision, device), channels_last, fold_bn, compile, batch_size)
     prepared = copy.deepcopy(model) if copy_model else model
     prepared = prepared.eval().to(device)
     for p in prepared.parameters():
