@@ -389,3 +389,31 @@ def test_extract_features_larger_crop_list_device_and_training_mode(model, origi
 def test_extract_features_rejects_bad_batch_size(model, videos):
     with pytest.raises(ConfigError, match="batch_size"):
         extract_features(model, videos / "a" / "clip.mp4", batch_size=0)
+
+
+# ------------------------------------------------------------------ decoding overlapped with the model
+def test_overlapped_inline_and_worker_decoding_write_the_same_features(weights, originals, videos, tmp_path, capsys):
+    shutil.copy(originals / "truncated.mp4", videos / "truncated.mp4")
+    shutil.copy(originals / "long.mp4", videos / "long.mp4")
+    outputs = {}
+    for name, flags in {"thread": ["--overlap"], "inline": ["--no-overlap"], "workers": ["--workers", "2"]}.items():
+        code, out, _ = extract(capsys, weights["a"], videos, tmp_path / name, "--verbose", *flags)
+        assert code == 0, out
+        mode = {"thread": "background thread", "inline": "inline", "workers": "2 worker process(es)"}[name]
+        assert f"decoding ({mode})" in out and "ms/clip" in out and "waiting for decoded clips" in out
+        outputs[name] = {p.relative_to(tmp_path / name).as_posix(): np.load(p)["features"]
+                         for p in sorted((tmp_path / name).rglob("*.npz"))}
+    assert len(outputs["thread"]) == 4
+    for name in ("inline", "workers"):
+        assert outputs[name].keys() == outputs["thread"].keys()
+        for key, features in outputs["thread"].items():
+            assert np.array_equal(features, outputs[name][key]), (name, key)
+
+
+def test_a_failing_video_does_not_stop_the_decoding_thread(weights, originals, videos, tmp_path, capsys):
+    (videos / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 200)
+    summary = run_extraction(video3d_zoo.load_model(weights["a"]), [videos], tmp_path / "out", progress=False,
+                             overlap=True)
+    assert len(summary.processed) == 2 and list(summary.failed) == [videos / "broken.mp4"]
+    assert summary.timing["clips"] > 0 and summary.timing["decoding"] == "background thread"
+    assert summary.timing["model_s"] > 0 and summary.timing["wall_s"] >= summary.timing["model_s"]

@@ -168,8 +168,10 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     summary = run_extraction(model, args.inputs, args.output, layer=args.layer, clip_len=args.clip_len,
                              stride=args.stride, last=args.last, fps=args.fps, batch_size=args.batch_size,
                              workers=args.workers, shard=args.shard, overwrite=args.overwrite,
-                             progress=not args.quiet, strict=args.strict)
+                             progress=not args.quiet, strict=args.strict, overlap=args.overlap)
     print(summary.describe())
+    if args.verbose:
+        print(summary.describe_timing())
     return 0 if summary.ok else 1
 
 
@@ -319,7 +321,13 @@ def _add_video_parsers(sub) -> None:
     _add_model_args(p)
     _add_clip_args(p)
     p.add_argument("--layer", default="pooled", help="pooled (default), logits, or a stage name such as layer3")
-    p.add_argument("--workers", type=int_at_least(0), default=0, help="decoding processes overlapped with inference")
+    p.add_argument("--workers", type=int_at_least(0), default=0,
+                   help="decoding processes overlapped with inference (0: decode in this process)")
+    p.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --workers 0, decode in a background thread while the model runs "
+                        "(default: on with 2 or more cores)")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="also print where the time went: model, waiting for decoded clips, decoding, writing")
     p.add_argument("--shard", default=None, help="i/n: this process takes every n-th video from the i-th "
                    "(default under torchrun: RANK/WORLD_SIZE)")
     p.add_argument("--overwrite", action="store_true", help="redo videos whose .npz is already up to date")

@@ -12,11 +12,12 @@ processes load that library in about 0.05 s.
   class and config, the entry point (``forward`` or ``forward_features``), the input shape and
   dtype, the torch and Python versions, the machine and its CPU flags.  Different weights can
   never reuse a library built for others.
-* Files: ``<home>/compiled/<key>.so`` and ``<key>.json`` (the library's sha256 and what it was
-  built from), where ``<home>`` is ``$VIDEO3D_ZOO_HOME`` or the huggingface assets cache (as for
-  installed weights, :mod:`video3d_zoo.installed`).  Both are written atomically under a lock,
-  so concurrent runs build it once; a library whose bytes no longer match its record is removed
-  and rebuilt.
+* Files: ``<home>/compiled/<key>.<sha256 prefix>.so`` and ``<key>.json`` (the library's name,
+  sha256 and what it was built from), where ``<home>`` is ``$VIDEO3D_ZOO_HOME`` or the
+  huggingface assets cache (as for installed weights, :mod:`video3d_zoo.installed`).  Both are
+  written atomically under a lock, so concurrent runs build it once; a library whose bytes no
+  longer match its record is rebuilt.  Each library of a resnet3d_50 takes about 95 MB (it holds
+  the weights); delete the folder to reclaim the space.
 * A new library is checked against the eager model on the export example before it is kept.
 * Batch shapes are static: smaller batches are padded (outputs sliced off), larger ones split,
   so one library serves a whole run, including its last, partial batch.
@@ -123,7 +124,8 @@ def _build(model: nn.Module, entry: str, example: torch.Tensor, so_path: Path) -
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch-internal deprecation notes, not the user's
         exported = torch.export.export(wrapper, (example,))
-    with tempfile.TemporaryDirectory(prefix="video3d_zoo_aoti_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="video3d_zoo_aoti_") as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
         package = aoti_compile_and_package(exported, package_path=os.path.join(tmp, "model.pt2"),
                                            inductor_configs={"freezing": True})
         with zipfile.ZipFile(package) as archive:
@@ -153,12 +155,14 @@ def _load(so_path: Path):
         raise CompileError(f"{so_path}: cannot load the compiled library ({exc})") from exc
 
 
-def _record_matches(record_path: Path, so_path: Path) -> bool:
+def _cached_library(home: Path, key: str) -> Optional[Path]:
+    """The library ``<key>.json`` names, if it is there with the recorded sha256."""
     try:
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-        return so_path.is_file() and record.get("sha256") == _sha256(so_path)
-    except (OSError, ValueError, AttributeError):
-        return False
+        record = json.loads((home / f"{key}.json").read_text(encoding="utf-8"))
+        path = home / Path(record["file"]).name
+        return path if path.is_file() and record.get("sha256") == _sha256(path) else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def load_or_build(model: nn.Module, entry: str, example: torch.Tensor, home: Optional[Path] = None):
@@ -172,33 +176,48 @@ def load_or_build(model: nn.Module, entry: str, example: torch.Tensor, home: Opt
         raise CompileError(f"torch {torch.__version__} has no AOTInductor CPU runner")
     from filelock import FileLock
 
-    from .fileio import write_json_atomic
-
     home = Path(home) if home is not None else compiled_home()
     home.mkdir(parents=True, exist_ok=True)
     key = artefact_key(model, entry, example)
-    so_path, record_path = home / f"{key}.so", home / f"{key}.json"
     with FileLock(str(home / f"{key}.lock")):
-        if _record_matches(record_path, so_path):
-            return _load(so_path), 0.0
+        cached = _cached_library(home, key)
+        if cached is not None:
+            return _load(cached), 0.0
         started = time.perf_counter()
-        try:
-            _build(model, entry, example, so_path)
-        except CompileError:
-            raise
-        except Exception as exc:
-            raise CompileError(f"AOTInductor could not compile {type(model).__name__}.{entry} "
-                               f"({type(exc).__name__}: {exc})") from exc
-        runner = _load(so_path)
-        try:
-            _check(runner, model, entry, example)
-        except CompileError:
-            so_path.unlink(missing_ok=True)
-            raise
-        write_json_atomic(record_path, {"sha256": _sha256(so_path), "entry": entry, "torch": torch.__version__,
-                                        "model": type(model).__name__, "input": list(example.shape),
-                                        "dtype": str(example.dtype), "built": time.strftime("%Y-%m-%d %H:%M:%S")})
-        return runner, time.perf_counter() - started
+        path = _build_checked(model, entry, example, home, key)
+        return _load(path), time.perf_counter() - started
+
+
+def _build_checked(model: nn.Module, entry: str, example: torch.Tensor, home: Path, key: str) -> Path:
+    """Build, name by content, check against eager, then record; returns the library's path."""
+    from .fileio import write_json_atomic
+
+    building = home / f"{key}.building.so"
+    try:
+        _build(model, entry, example, building)
+    except CompileError:
+        raise
+    except Exception as exc:
+        raise CompileError(f"AOTInductor could not compile {type(model).__name__}.{entry} "
+                           f"({type(exc).__name__}: {exc})") from exc
+    sha = _sha256(building)
+    # Named by content: a process that already loaded an older library of this key keeps its
+    # mapping, and the dynamic loader never mistakes the new file for the old one by name.
+    path = home / f"{key}.{sha[:16]}.so"
+    os.replace(building, path)
+    try:
+        _check(_load(path), model, entry, example)
+    except CompileError:
+        path.unlink(missing_ok=True)
+        raise
+    write_json_atomic(home / f"{key}.json", {
+        "file": path.name, "sha256": sha, "entry": entry, "torch": torch.__version__,
+        "model": type(model).__name__, "input": list(example.shape), "dtype": str(example.dtype),
+        "built": time.strftime("%Y-%m-%d %H:%M:%S")})
+    for old in home.glob(f"{key}.*.so"):
+        if old != path:
+            old.unlink(missing_ok=True)  # a mapped library stays usable by its process after unlink
+    return path
 
 
 class StaticBatchRunner:

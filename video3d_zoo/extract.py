@@ -55,6 +55,8 @@ class ExtractionSummary:
     still_images: List[Path] = field(default_factory=list)
     cleaned: List[Path] = field(default_factory=list)
     outputs: Dict[Path, Path] = field(default_factory=dict)
+    #: seconds and counts of the run (see :meth:`describe_timing`)
+    timing: Dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -75,6 +77,18 @@ class ExtractionSummary:
             lines.append(f"removed {len(self.cleaned)} leftover temporary file(s) of an interrupted run")
         lines += [f"  FAILED {path}: {reason}" for path, reason in self.failed.items()]
         return "\n".join(lines)
+
+    def describe_timing(self) -> str:
+        """Where the run's time went: the model, waiting for decoded clips, decoding, the rest."""
+        t = self.timing
+        if not t:
+            return "timing: nothing was extracted"
+        clips, model = int(t.get("clips", 0)), t.get("model_s", 0.0)
+        per_clip = f", {1000 * model / clips:.1f} ms/clip" if clips else ""
+        mode = t.get("decoding", "inline")
+        return (f"timing: {t.get('wall_s', 0.0):.2f} s in all; model {model:.2f} s ({clips} clips{per_clip}); "
+                f"waiting for decoded clips {t.get('waited_s', 0.0):.2f} s; decoding ({mode}) "
+                f"{t.get('decode_s', 0.0):.2f} s; writing {t.get('write_s', 0.0):.2f} s")
 
 
 @dataclass
@@ -108,12 +122,37 @@ class _ClipStream(torch.utils.data.IterableDataset):
             yield ("done", index, stream.report.to_dict())
 
 
-def _stream(sources, spec, protocol, workers: int) -> Iterator[tuple]:
+class _Timed:
+    """The inline stream, timed: every second spent in it is the model waiting for decoding."""
+
+    def __init__(self, iterator: Iterator[tuple]) -> None:
+        self.iterator, self.waited_s = iterator, 0.0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> tuple:
+        started = time.perf_counter()
+        try:
+            return next(self.iterator)
+        finally:
+            self.waited_s += time.perf_counter() - started
+
+    def close(self) -> None:
+        pass
+
+
+def _stream(sources, spec, protocol, workers: int, overlap: bool):
+    """Decoded clips: in worker processes (``workers > 0``), a background thread (``overlap``) or inline."""
     dataset = _ClipStream(sources, spec, protocol)
-    if workers <= 0:
-        return iter(dataset)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers, prefetch_factor=4)
-    return iter(loader)
+    if workers > 0:
+        loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers, prefetch_factor=4)
+        return _Timed(iter(loader)), f"{workers} worker process(es)"
+    if overlap:
+        from .io.prefetch import Prefetcher
+
+        return Prefetcher(iter(dataset), depth=64), "background thread"
+    return _Timed(iter(dataset)), "inline"
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -143,6 +182,7 @@ class _Collector:
     def __init__(self, tasks: List[_Task], summary: ExtractionSummary, progress, strict: bool) -> None:
         self.tasks, self.summary, self.progress, self.strict = tasks, summary, progress, strict
         self.parts: Dict[int, list] = {}
+        self.write_s = 0.0
 
     def add(self, index: int, vectors: torch.Tensor, spans: List[Tuple[float, float]]) -> None:
         self.parts.setdefault(index, []).append((vectors.numpy(), spans))
@@ -159,7 +199,9 @@ class _Collector:
             return self.error(index, str(exc))
         if notes and self.strict:
             return self.error(index, "; ".join(notes) + " (refused by strict)")
+        started = time.perf_counter()
         write_npz(task.job.output, features, spans, {**task.meta, "decode_report": json.dumps(report)})
+        self.write_s += time.perf_counter() - started
         _count(self.summary, task.job, report)
         self.summary.processed.append(task.job.source)
         if task.stale is not None:
@@ -192,6 +234,7 @@ class _Batcher:
         self.device = _model_device(model)
         self.pending: list = []
         self.waiting: List[Tuple[int, dict]] = []  # decoded videos whose last clips are still pending
+        self.model_s, self.clips = 0.0, 0
 
     def clip(self, item: tuple) -> None:
         self.pending.append(item)
@@ -209,8 +252,11 @@ class _Batcher:
 
     def flush(self) -> None:
         if self.pending:
+            started = time.perf_counter()
             batch = torch.stack([p[2] for p in self.pending]).to(self.device)
             vectors = clip_outputs(self.model, batch, self.layer).cpu()
+            self.model_s += time.perf_counter() - started
+            self.clips += len(self.pending)
             for (_, index, _, start, end), row in zip(self.pending, vectors):
                 self.collector.add(index, row[None], [(start, end)])
             self.pending.clear()
@@ -255,8 +301,12 @@ def run_extraction(model, inputs: Sequence[os.PathLike], out_dir: os.PathLike, *
                    clip_len: Optional[int] = None, stride: Optional[int] = None, last: str = "pad",
                    fps: Optional[float] = None, batch_size: int = 8, workers: int = 0,
                    shard: Union[Tuple[int, int], str, None] = None, overwrite: bool = False,
-                   spec: Optional[InputSpec] = None, progress: bool = True, strict: bool = False) -> ExtractionSummary:
+                   spec: Optional[InputSpec] = None, progress: bool = True, strict: bool = False,
+                   overlap: Optional[bool] = None) -> ExtractionSummary:
     """Extract features of every input video into ``out_dir`` (see the module docstring).
+
+    ``overlap`` decodes in a background thread while the model runs (default: on with ``workers=0``
+    on a machine with 2 or more cores); ``summary.timing`` records where the time went.
 
     Bad arguments, a bad ``shard`` (``(i, n)`` or ``"i/n"``), an unknown ``layer``, clashing
     output names or an unwritable ``out_dir`` raise :class:`~video3d_zoo.errors.ConfigError`
@@ -280,14 +330,28 @@ def run_extraction(model, inputs: Sequence[os.PathLike], out_dir: os.PathLike, *
     tasks = _triage(jobs, run, summary, overwrite, strict)
     bar = tqdm(total=len(tasks), unit="video", disable=not progress, desc="extract")
     batcher = _Batcher(model, layer, batch_size, _Collector(tasks, summary, bar, strict))
-    with eval_mode(model):
-        for item in _stream([t.job.source for t in tasks], prep.spec, protocol, workers):
-            if item[0] == "clip":
-                batcher.clip(item)
-            elif item[0] == "done":
-                batcher.done(item[1], item[2])
-            else:
-                batcher.error(item[1], item[2])
-        batcher.flush()
-    bar.close()
+    overlap = _default_overlap(workers) if overlap is None else bool(overlap)
+    started = time.perf_counter()
+    stream, mode = _stream([t.job.source for t in tasks], prep.spec, protocol, workers, overlap)
+    try:
+        with eval_mode(model):
+            for item in stream:
+                if item[0] == "clip":
+                    batcher.clip(item)
+                elif item[0] == "done":
+                    batcher.done(item[1], item[2])
+                else:
+                    batcher.error(item[1], item[2])
+            batcher.flush()
+    finally:
+        stream.close()
+        bar.close()
+    summary.timing = {"wall_s": time.perf_counter() - started, "model_s": batcher.model_s, "clips": batcher.clips,
+                      "waited_s": stream.waited_s, "write_s": batcher.collector.write_s, "decoding": mode,
+                      "decode_s": getattr(stream, "busy_s", stream.waited_s)}
     return summary
+
+
+def _default_overlap(workers: int) -> bool:
+    # A decoding thread needs a core of its own to help; with one, it only takes turns with the model.
+    return workers == 0 and (os.cpu_count() or 1) >= 2

@@ -1,0 +1,109 @@
+"""Compiled inference cached across runs (AOTInductor libraries keyed by weights, entry, shape, machine)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import video3d_zoo
+from video3d_zoo import compiled
+from video3d_zoo.inference import bf16_supported, optimize_for_inference
+
+pytestmark = pytest.mark.skipif(not compiled.available(), reason="this torch has no AOTInductor CPU runner")
+
+CLIP = (3, 4, 32, 32)
+
+
+def tiny(seed=0):
+    torch.manual_seed(seed)
+    return video3d_zoo.create_model("resnet3d_10", widen_factor=0.125, num_classes=5).eval()
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    return tmp_path_factory.mktemp("compiled")
+
+
+@pytest.fixture(scope="module")
+def built(home):
+    """One library of a tiny model's forward (fp32, batch 4): (prepared model, example, runner, seconds)."""
+    prepared = optimize_for_inference(tiny(), compile=False).model
+    example = torch.randn(4, *CLIP).contiguous(memory_format=torch.channels_last_3d)
+    runner, seconds = compiled.load_or_build(prepared, "forward", example, home=home)
+    return prepared, example, runner, seconds
+
+
+def test_a_built_library_matches_eager_and_the_next_process_reuses_it(built, home):
+    prepared, example, runner, seconds = built
+    assert seconds > 0  # built here
+    with torch.no_grad():
+        torch.testing.assert_close(runner.run([example])[0], prepared(example), rtol=1e-4, atol=1e-5)
+    again, seconds = compiled.load_or_build(prepared, "forward", example, home=home)
+    assert seconds == 0.0  # loaded from the cache
+    key = compiled.artefact_key(prepared, "forward", example)
+    record = json.loads((home / f"{key}.json").read_text())
+    assert record["entry"] == "forward" and record["input"] == [4, *CLIP]
+
+
+def test_the_key_changes_with_the_weights_the_entry_and_the_shape(built):
+    prepared, example, _, _ = built
+    key = compiled.artefact_key(prepared, "forward", example)
+    other = optimize_for_inference(tiny(seed=1), compile=False).model
+    assert compiled.artefact_key(other, "forward", example) != key
+    assert compiled.artefact_key(prepared, "forward_features", example) != key
+    assert compiled.artefact_key(prepared, "forward", example[:2]) != key
+
+
+def test_static_batches_pad_and_split_without_changing_results(built):
+    prepared, example, runner, _ = built
+    static = compiled.StaticBatchRunner(runner, example)
+    x = torch.randn(11, *CLIP)
+    with torch.no_grad():
+        want = prepared(x.contiguous(memory_format=torch.channels_last_3d))
+    for size in (1, 3, 4, 11):
+        torch.testing.assert_close(static(x[:size]), want[:size], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match=r"clips of shape \(3, 4, 32, 32\)"):
+        static(torch.randn(2, 3, 8, 32, 32))
+
+
+def test_a_tampered_library_is_rebuilt_not_loaded(built, home):
+    prepared, example, _, _ = built
+    key = compiled.artefact_key(prepared, "forward", example)
+    so = home / json.loads((home / f"{key}.json").read_text())["file"]
+    data = bytearray(so.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged = home / "damaged.tmp"
+    damaged.write_bytes(bytes(data))
+    damaged.replace(so)  # a new file under the old name; this process's mapping of the old one stays intact
+    runner, seconds = compiled.load_or_build(prepared, "forward", example, home=home)
+    assert seconds > 0
+    with torch.no_grad():
+        torch.testing.assert_close(runner.run([example])[0], prepared(example), rtol=1e-4, atol=1e-5)
+
+
+def test_a_failing_compilation_falls_back_to_eager_with_a_warning(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(compiled, "_build", broken)
+    model = tiny(seed=2)
+    fast = optimize_for_inference(model, compile=True)
+    x = torch.randn(2, *CLIP)
+    with pytest.warns(RuntimeWarning, match="compilation unavailable.*no C\\+\\+ compiler"):
+        out = fast(x)
+    with torch.no_grad():
+        torch.testing.assert_close(out, model(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not bf16_supported(torch.device("cpu")), reason="no native bf16 on this CPU")
+def test_compiled_bf16_features_stay_close_to_fp32():
+    model = tiny(seed=3)
+    fast = optimize_for_inference(model, precision="bf16", compile=True, batch_size=4)
+    x = torch.randn(3, *CLIP)
+    with torch.no_grad():
+        want = model.forward_features(x)
+    got = fast.forward_features(x)
+    assert got.dtype == torch.float32 and got.shape == want.shape
+    assert float((got - want).abs().max() / want.abs().max()) < 0.05
