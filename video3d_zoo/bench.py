@@ -32,6 +32,8 @@ class BenchRow:
     size: int
     clips_per_s: float
     ratio_vs_eager: float
+    #: one clip per call (online use), milliseconds
+    latency_ms: float
     gmacs_per_clip: float
     achieved_gmac_s: float
     fraction_of_peak: float
@@ -97,18 +99,25 @@ def _peak_memory_mib(device: torch.device) -> float:
         return float("nan")
 
 
-def _variant_model(model, variant: str, device: torch.device):
+def _variant_model(model, variant: str, device: torch.device, batch_size: int):
     if variant == "eager_fp32":
         return model
     precision = "bf16" if variant.endswith("bf16") else "fp32"
-    if variant.startswith("compiled"):
-        # A second compile of a copy of the same model can silently reuse the first graph and skip
-        # freezing (perf-facts.md); start every compiled variant from empty dynamo caches.
+    if variant.startswith("compiled") and device.type != "cpu":
+        # A second torch.compile of a copy of the same model can silently reuse the first graph and
+        # skip freezing (perf-facts.md); start every compiled variant from empty dynamo caches.
         import torch._dynamo
 
         torch._dynamo.reset()
     return optimize_for_inference(model, precision=precision, compile=variant.startswith("compiled"),
-                                  device=device)
+                                  device=device, batch_size=batch_size)
+
+
+def _latency_ms(model, variant: str, device: torch.device, clip: torch.Tensor, repeats: int) -> float:
+    """Milliseconds per call with one clip; a compiled variant gets its own batch-1 library."""
+    runner = _variant_model(model, variant, device, batch_size=1)
+    with torch.inference_mode():
+        return 1000 * _time(lambda: runner(clip), max(repeats, 3), device, warmup=2)
 
 
 def available_variants(device: torch.device, compile: bool = True) -> List[str]:
@@ -126,6 +135,7 @@ def benchmark_model(name: str, variants: Iterable[str], batch_size: int = 8, fra
     from .profile import profile
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(0)  # the same weights every run: compiled libraries are cached by weights
     model = create_model(name).eval().to(device)
     gmacs = profile(model, frames=frames, size=size).gmacs
     peaks = peaks or {}
@@ -133,18 +143,19 @@ def benchmark_model(name: str, variants: Iterable[str], batch_size: int = 8, fra
     stamp = _dt.date.today().isoformat()
     rows, eager_rate = [], None
     for variant in ["eager_fp32", *[v for v in variants if v != "eager_fp32"]]:
-        runner = _variant_model(model, variant, device)
+        runner = _variant_model(model, variant, device, batch_size)
         _reset_peak_memory(device)
         with torch.inference_mode():
             seconds = _time(lambda r=runner: r(x), repeats, device, warmup=2 if "compiled" in variant else 1)
+        memory = _peak_memory_mib(device)
+        del runner
+        latency = _latency_ms(model, variant, device, x[:1], repeats)
         rate = batch_size / seconds
         eager_rate = eager_rate or rate
         peak = peaks.get("bf16" if variant.endswith("bf16") else "fp32", float("nan"))
-        rows.append(BenchRow(name, variant, batch_size, frames, size, rate, rate / eager_rate, gmacs,
+        rows.append(BenchRow(name, variant, batch_size, frames, size, rate, rate / eager_rate, latency, gmacs,
                              gmacs * rate, 2 * gmacs * rate / peak if peak == peak else float("nan"),
-                             _peak_memory_mib(device), torch.get_num_threads(), torch.__version__,
-                             machine_description(), stamp))
-        del runner
+                             memory, torch.get_num_threads(), torch.__version__, machine_description(), stamp))
     return rows
 
 
@@ -166,11 +177,12 @@ def run_benchmark(models: Iterable[str], batch_size: int = 8, frames: int = 16, 
 
 
 def format_rows(rows: List[BenchRow]) -> str:
-    header = f"{'model':<16} {'variant':<14} {'clips/s':>8} {'vs eager':>8} {'GMAC/s':>8} {'of peak':>8} {'peak MiB':>9}"
+    header = (f"{'model':<16} {'variant':<14} {'clips/s':>8} {'vs eager':>8} {'batch-1 ms':>10} {'GMAC/s':>8} "
+              f"{'of peak':>8} {'peak MiB':>9}")
     lines = [header, "-" * len(header)]
     for r in rows:
         lines.append(f"{r.model:<16} {r.variant:<14} {r.clips_per_s:8.2f} {r.ratio_vs_eager:7.2f}x "
-                     f"{r.achieved_gmac_s:8.1f} {r.fraction_of_peak:8.1%} {r.peak_mem_mib:9.0f}")
+                     f"{r.latency_ms:10.1f} {r.achieved_gmac_s:8.1f} {r.fraction_of_peak:8.1%} {r.peak_mem_mib:9.0f}")
     return "\n".join(lines)
 
 
