@@ -341,11 +341,13 @@ def evaluate(name: str, args, workdir: Path, kwargs: dict) -> List[dict]:
 
 
 def format_rows(rows: List[dict], baseline: str) -> str:
-    header = f"{'model':<14} {'path':<14} {'vs eager fp32':>13} {'vs ' + baseline:>17} {'cos min':>8} {'cos mean':>8} {'raw min':>8}  note"
+    header = (f"{'model':<14} {'path':<14} {'vs eager fp32':>13} {'vs ' + baseline:>17} "
+              f"{'cos min':>8} {'cos mean':>8} {'raw min':>8}  note")
     lines = [header, "-" * len(header)]
     for r in rows:
         if "vs_eager_fp32" not in r:
-            lines.append(f"{r['model']:<14} {r['path']:<14} {'-':>13} {'-':>17} {'-':>8} {'-':>8} {'-':>8}  {r['note']}")
+            dashes = f"{'-':>13} {'-':>17} {'-':>8} {'-':>8} {'-':>8}"
+            lines.append(f"{r['model']:<14} {r['path']:<14} {dashes}  {r['note']}")
             continue
         lines.append(f"{r['model']:<14} {r['path']:<14} {r['vs_eager_fp32']:12.2f}x {r['vs_compiled_bf16']:16.2f}x "
                      f"{r['centred_cos_min']:8.4f} {r['centred_cos_mean']:8.4f} {r['raw_cos_min']:8.4f}  {r['note']}")
