@@ -78,3 +78,14 @@ def test_compiled_path_matches():
         ref = model(x)
     compiled = optimize_for_inference(model, compile=True)
     torch.testing.assert_close(compiled(x), ref, rtol=1e-3, atol=1e-4)
+
+
+def test_the_prepared_model_hashes_its_weights_once():
+    from video3d_zoo.provenance import weights_digest
+
+    model = randomised("resnet3d_10")
+    fast = optimize_for_inference(model)
+    first = weights_digest(fast)
+    assert first == weights_digest(fast.model) and first.startswith("sha256:")
+    fast.model.fc.bias.data.add_(1.0)  # nobody should change a prepared copy; if they do, the digest is as it was
+    assert weights_digest(fast) == first

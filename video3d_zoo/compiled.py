@@ -77,8 +77,13 @@ def _cpu_flags() -> str:
         return platform.processor()
 
 
-def artefact_key(model: nn.Module, entry: str, example: torch.Tensor) -> str:
-    """sha256 naming the library for ``model.<entry>`` on inputs like ``example`` (see the module docstring)."""
+def artefact_key(model: nn.Module, entry: str, example: torch.Tensor, weights_digest: Optional[str] = None) -> str:
+    """sha256 naming the library for ``model.<entry>`` on inputs like ``example`` (see the module docstring).
+
+    ``weights_digest`` (a digest of ``model``'s float32 state, see
+    :func:`video3d_zoo.provenance.weights_digest`) saves hashing the weights again; the example's
+    dtype, part of the key, covers a cast copy.
+    """
     digest = hashlib.sha256()
     config = getattr(model, "config", None)
     head = {"format": FORMAT, "torch": torch.__version__, "python": list(sys.version_info[:2]),
@@ -87,6 +92,9 @@ def artefact_key(model: nn.Module, entry: str, example: torch.Tensor) -> str:
             "config": config.to_json() if hasattr(config, "to_json") else None,
             "input": [list(example.shape), str(example.dtype), list(example.stride())]}
     digest.update(json.dumps(head, sort_keys=True).encode())
+    if weights_digest is not None:
+        digest.update(weights_digest.encode())
+        return digest.hexdigest()
     for name, tensor in model.state_dict().items():
         t = tensor.detach().contiguous().reshape(-1)
         digest.update(f"{name}:{t.dtype}:{tuple(tensor.shape)}".encode())
@@ -165,8 +173,12 @@ def _cached_library(home: Path, key: str) -> Optional[Path]:
         return None
 
 
-def load_or_build(model: nn.Module, entry: str, example: torch.Tensor, home: Optional[Path] = None):
+def load_or_build(model: nn.Module, entry: str, example: torch.Tensor, home: Optional[Path] = None,
+                  weights_digest: Optional[str] = None):
     """A loaded AOTInductor runner of ``model.<entry>`` for inputs shaped like ``example``.
+
+    A float32 ``model`` is cast to the example's dtype for building only (a cached library
+    needs no copy of the model).
 
     Returns ``(runner, built_seconds)`` (``0.0`` when the library came from the cache).  Raises
     :class:`CompileError` when this torch cannot build one, or the build fails or disagrees with
@@ -178,13 +190,14 @@ def load_or_build(model: nn.Module, entry: str, example: torch.Tensor, home: Opt
 
     home = Path(home) if home is not None else compiled_home()
     home.mkdir(parents=True, exist_ok=True)
-    key = artefact_key(model, entry, example)
+    key = artefact_key(model, entry, example, weights_digest)
     with FileLock(str(home / f"{key}.lock")):
         cached = _cached_library(home, key)
         if cached is not None:
             return _load(cached), 0.0
         started = time.perf_counter()
-        path = _build_checked(model, entry, example, home, key)
+        cast = model if example.dtype == torch.float32 else copy.deepcopy(model).to(example.dtype)
+        path = _build_checked(cast, entry, example, home, key)
         return _load(path), time.perf_counter() - started
 
 
@@ -241,13 +254,14 @@ class StaticBatchRunner:
         return torch.cat(outputs) if len(outputs) > 1 else outputs[0]
 
 
-def compile_entry(model: nn.Module, entry: str, batch: int, clip_shape, dtype: torch.dtype) -> Callable:
+def compile_entry(model: nn.Module, entry: str, batch: int, clip_shape, dtype: torch.dtype,
+                  weights_digest: Optional[str] = None) -> Callable:
     """``StaticBatchRunner`` of ``model.<entry>`` at ``batch`` clips of ``clip_shape`` (C, T, H, W) in ``dtype``.
 
     ``model`` is the prepared (folded, channels_last) float32 model; a copy is cast to ``dtype``.
+    ``weights_digest`` is ``model``'s (see :func:`artefact_key`).
     """
     example = torch.randn(batch, *clip_shape, generator=torch.Generator().manual_seed(0))
     example = example.to(dtype).contiguous(memory_format=torch.channels_last_3d)
-    cast = model if dtype == torch.float32 else copy.deepcopy(model).to(dtype)
-    runner, _ = load_or_build(cast, entry, example)
+    runner, _ = load_or_build(model, entry, example, weights_digest=weights_digest)
     return StaticBatchRunner(runner, example)

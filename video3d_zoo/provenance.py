@@ -80,18 +80,20 @@ def source_identity(path: os.PathLike) -> dict:
             "digest_method": method}
 
 
-def _tensor_bytes(tensor: torch.Tensor) -> bytes:
-    flat = tensor.detach().cpu().contiguous().reshape(-1)
-    return flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
-
-
 def weights_digest(model: torch.nn.Module) -> str:
-    """sha256 over the network's state_dict: every key, dtype, shape and the raw values."""
-    network = model.model if hasattr(model, "options") else model  # an InferenceModel wraps the network
+    """sha256 over the network's state_dict: every key, dtype, shape and the raw values.
+
+    An :class:`~video3d_zoo.inference.InferenceModel` hashes its prepared network once and
+    keeps the result (its private copy does not change after preparation).
+    """
+    if hasattr(model, "options") and callable(getattr(model, "weights_digest", None)):
+        return model.weights_digest()
     digest = hashlib.sha256()
-    for key, tensor in sorted(network.state_dict().items()):
+    for key, tensor in sorted(model.state_dict().items()):
         digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
-        digest.update(_tensor_bytes(tensor))
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        if flat.numel():
+            digest.update(memoryview(flat.view(torch.uint8).numpy()))  # the bytes, hashed in place
     return "sha256:" + digest.hexdigest()
 
 
