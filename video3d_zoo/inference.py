@@ -36,14 +36,14 @@ from .precision import PRECISIONS, autocast, bf16_supported, precision_dtype, re
 def fold_batchnorm(conv: nn.Conv3d, bn: nn.modules.batchnorm._BatchNorm) -> nn.Conv3d:
     """A convolution computing ``bn(conv(x))`` of an eval-mode BatchNorm (new module, same device)."""
     scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
-    # skip_init: a fresh Conv3d would draw random weights (0.2 s for a resnet3d_50) only to overwrite them
-    fused = nn.utils.skip_init(nn.Conv3d, conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-                               padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=True,
-                               device=conv.weight.device, dtype=conv.weight.dtype)
+    # Built on the meta device and given the folded tensors: a Conv3d built on a real device would
+    # draw random weights only to overwrite them (0.2 s for a resnet3d_50).
+    fused = nn.Conv3d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                      padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=True, device="meta")
     bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
     with torch.no_grad():
-        fused.weight.copy_(conv.weight.detach() * scale.reshape(-1, 1, 1, 1, 1))
-        fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias.detach())
+        fused.weight = nn.Parameter(conv.weight.detach() * scale.reshape(-1, 1, 1, 1, 1))
+        fused.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias.detach())
     return fused
 
 
@@ -176,10 +176,10 @@ def optimize_for_inference(model: nn.Module, precision: str = "fp32", channels_l
     options = InferenceOptions(resolve_precision(precision, device), channels_last, fold_bn, compile, batch_size)
     prepared = copy.deepcopy(model) if copy_model else model
     prepared = prepared.eval().to(device)
-    for p in prepared.parameters():
-        p.requires_grad_(False)
     if fold_bn:
         fuse_conv_bn(prepared)
     if channels_last:
         prepared = prepared.to(memory_format=torch.channels_last_3d)
+    for p in prepared.parameters():
+        p.requires_grad_(False)
     return InferenceModel(prepared, options, device)
