@@ -152,11 +152,28 @@ def prepare(work: Path, model_name: str):
     return env, full, light, num_classes, sizes, requests
 
 
+def write_rows(path: Path, model: str, repeats: int, seconds: dict, beyond: dict) -> None:
+    import csv
+    import datetime
+
+    import torch
+
+    from video3d_zoo.bench import machine_description
+
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["date", "machine", "torch", "model", "repeats", "variant", "seconds", "beyond_torch_s"])
+        for name in seconds:
+            writer.writerow([datetime.date.today().isoformat(), machine_description(),
+                             torch.__version__, model, repeats, name, f"{seconds[name]:.4f}", f"{beyond[name]:.4f}"])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet3d_50")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--tiny", action="store_true", help="resnet3d_10, one repeat: a smoke run (CI)")
+    parser.add_argument("--csv", default=None, help="write the medians to this CSV file (replaced)")
     args = parser.parse_args(argv)
     if args.tiny:
         args.model, args.repeats = "resnet3d_10", 1
@@ -195,6 +212,8 @@ def main(argv=None) -> int:
         print(f"ratio zoo / reference (.pth with optimizer): {zoo / ref:.2f}")
         ready = beyond["reference (.pth with optimizer)"] / beyond["zoo (warm cache, marker)"]
         print(f"beyond import torch, the zoo's model is ready {ready:.1f}x sooner than the reference's")
+        if args.csv:
+            write_rows(Path(args.csv), args.model, args.repeats, med, beyond)
         if not args.tiny:
             print(f"ratio zoo / reference (state_dict only):     {zoo / med['reference (.pth state_dict only)']:.2f}")
             print(f"ratio zoo full-sha256 / zoo marker:           {med['zoo (warm cache, full sha256)'] / zoo:.2f}")

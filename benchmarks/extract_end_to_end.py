@@ -30,7 +30,6 @@ import argparse
 import csv
 import datetime
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -124,13 +123,15 @@ def main() -> None:
 
 
 def write_rows(path: Path, model: str, videos: int, results) -> None:
+    from video3d_zoo.bench import machine_description
+
     new = not path.exists()
     with open(path, "a", newline="") as fh:
         writer = csv.writer(fh)
         if new:
             writer.writerow(["date", "machine", "torch", "model", "videos", "route", "wall_s", "speedup_vs_original"])
         for label, seconds in results:
-            writer.writerow([datetime.date.today().isoformat(), f"{platform.processor() or platform.machine()}, "
+            writer.writerow([datetime.date.today().isoformat(), f"{machine_description()}, "
                              f"{torch.get_num_threads()} threads", torch.__version__, model, videos, label,
                              f"{seconds:.2f}", f"{results[0][1] / seconds:.3f}"])
 

@@ -109,12 +109,43 @@ def bench_table() -> str:
     out = [f"Measured on {first['machine']}, torch {first['torch_version']}, {first['date']}, batch "
            f"{first['batch_size']} x {first['frames']}x{first['size']}x{first['size']} "
            "(`results/inference_cpu.csv`).", "",
-           "| model | variant | clips/s | vs eager fp32 | GMAC/s | of matmul peak | peak RSS (MiB) |",
-           "|---|---|---|---|---|---|---|"]
+           "| model | variant | clips/s | vs eager fp32 | batch-1 latency (ms/clip) | GMAC/s | of the ceiling | "
+           "peak RSS (MiB) |",
+           "|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        latency = f"{float(r['latency_ms']):.0f}" if r.get("latency_ms") else "-"
         out.append(f"| `{r['model']}` | {r['variant']} | {float(r['clips_per_s']):.2f} | "
-                   f"{float(r['ratio_vs_eager']):.2f}x | {float(r['achieved_gmac_s']):.0f} | "
+                   f"{float(r['ratio_vs_eager']):.2f}x | {latency} | {float(r['achieved_gmac_s']):.0f} | "
                    f"{float(r['fraction_of_peak']):.0%} | {float(r['peak_mem_mib']):.0f} |")
+    return "\n".join(out)
+
+
+def end_to_end_table() -> str:
+    rows = read_csv(RESULTS / "extract_end_to_end.csv")
+    if not rows:
+        return "_No results committed yet: run `python benchmarks/extract_end_to_end.py --csv results/extract_end_to_end.csv`._"
+    first = rows[0]
+    out = [f"Measured on {first['machine']}, torch {first['torch']}, {first['date']}: {first['videos']} videos, "
+           f"`{first['model']}`, whole processes (`results/extract_end_to_end.csv`).", "",
+           "| route | wall time (s) | vs the original route |", "|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['route']} | {float(r['wall_s']):.2f} | {float(r['speedup_vs_original']):.2f}x |")
+    return "\n".join(out)
+
+
+def cold_start_table() -> str:
+    rows = read_csv(RESULTS / "cold_start.csv")
+    if not rows:
+        return "_No results committed yet: run `python benchmarks/cold_start.py --csv results/cold_start.csv`._"
+    first = rows[0]
+    out = [f"Measured on {first['machine']}, torch {first['torch']}, {first['date']}: `{first['model']}`, median of "
+           f"{first['repeats']} fresh processes (`results/cold_start.csv`).", "",
+           "| variant | import to ready (s) | beyond `import torch` (s) | zoo sooner by (beyond `import torch`) |",
+           "|---|---|---|---|"]
+    zoo = float(rows[0]["beyond_torch_s"])
+    for r in rows:
+        out.append(f"| {r['variant']} | {float(r['seconds']):.3f} | {float(r['beyond_torch_s']):.3f} | "
+                   f"{float(r['beyond_torch_s']) / zoo:.1f}x |")
     return "\n".join(out)
 
 
@@ -261,7 +292,8 @@ def grad_checkpointing_table() -> str:
 
 
 BLOCKS: Dict[str, Callable[[], str]] = {"bench": bench_table, "aliases": alias_table,
-                                         "grad_checkpointing": grad_checkpointing_table}
+                                         "grad_checkpointing": grad_checkpointing_table,
+                                         "end_to_end": end_to_end_table, "cold_start": cold_start_table}
 
 
 def fill_blocks(text: str) -> str:

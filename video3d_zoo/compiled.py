@@ -10,8 +10,8 @@ processes load that library in about 0.05 s.
 
 * Key: sha256 of everything the library depends on - the prepared weights' bytes, the model
   class and config, the entry point (``forward`` or ``forward_features``), the input shape and
-  dtype, the torch and Python versions, the machine and its CPU flags.  Different weights can
-  never reuse a library built for others.
+  dtype, the torch and Python versions, the machine, its CPU flags and the thread count.
+  Different weights can never reuse a library built for others.
 * Files: ``<home>/compiled/<key>.<sha256 prefix>.so`` and ``<key>.json`` (the library's name,
   sha256 and what it was built from), where ``<home>`` is ``$VIDEO3D_ZOO_HOME`` or the
   huggingface assets cache (as for installed weights, :mod:`video3d_zoo.installed`).  Both are
@@ -88,6 +88,7 @@ def artefact_key(model: nn.Module, entry: str, example: torch.Tensor, weights_di
     config = getattr(model, "config", None)
     head = {"format": FORMAT, "torch": torch.__version__, "python": list(sys.version_info[:2]),
             "machine": platform.machine(), "cpu_flags": hashlib.sha256(_cpu_flags().encode()).hexdigest(),
+            "threads": torch.get_num_threads(),  # inductor sizes its parallel loops when it compiles
             "class": f"{type(model).__module__}.{type(model).__qualname__}", "entry": entry,
             "config": config.to_json() if hasattr(config, "to_json") else None,
             "input": [list(example.shape), str(example.dtype), list(example.stride())]}

@@ -18,8 +18,9 @@
   and reason, no file is written for it, and the job goes on; :attr:`ExtractionSummary.ok`
   is then false.  Partial decodes and still images are marked in the file
   (``decode_report``) and counted; with ``strict=True`` they are failures too.
-* Clips of several videos share a batch; with ``workers > 0`` decoding runs in DataLoader
-  worker processes, overlapped with inference.
+* Clips of several videos share a batch.  Decoding overlaps inference: in a background thread
+  by default (``overlap``, on machines with 2 or more cores), or in DataLoader worker processes
+  with ``workers > 0``.  :attr:`ExtractionSummary.timing` says where the time went.
 """
 
 from __future__ import annotations

@@ -44,6 +44,12 @@ class Prefetcher(Iterator[T]):
         return False
 
     def _produce(self, iterator: Iterator[T]) -> None:
+        # torch's thread count is per thread: the producer's tensor work (stacking, normalising)
+        # stays on this thread instead of starting a second OpenMP team that would fight the
+        # model's for the same cores.
+        import torch
+
+        torch.set_num_threads(1)
         try:
             while not self._stop.is_set():
                 started = time.perf_counter()
