@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from .errors import Video3DZooError
+from .hub import sha256_file
 
 FORMAT = 1
 _TOLERANCE = {torch.float32: 1e-3, torch.bfloat16: 0.05, torch.float16: 0.05}
@@ -84,7 +85,6 @@ def artefact_key(model: nn.Module, entry: str, example: torch.Tensor, weights_di
     :func:`video3d_zoo.provenance.weights_digest`) saves hashing the weights again; the example's
     dtype, part of the key, covers a cast copy.
     """
-    digest = hashlib.sha256()
     config = getattr(model, "config", None)
     head = {"format": FORMAT, "torch": torch.__version__, "python": list(sys.version_info[:2]),
             "machine": platform.machine(), "cpu_flags": hashlib.sha256(_cpu_flags().encode()).hexdigest(),
@@ -92,16 +92,11 @@ def artefact_key(model: nn.Module, entry: str, example: torch.Tensor, weights_di
             "class": f"{type(model).__module__}.{type(model).__qualname__}", "entry": entry,
             "config": config.to_json() if hasattr(config, "to_json") else None,
             "input": [list(example.shape), str(example.dtype), list(example.stride())]}
-    digest.update(json.dumps(head, sort_keys=True).encode())
-    if weights_digest is not None:
-        digest.update(weights_digest.encode())
-        return digest.hexdigest()
-    for name, tensor in model.state_dict().items():
-        t = tensor.detach().contiguous().reshape(-1)
-        digest.update(f"{name}:{t.dtype}:{tuple(tensor.shape)}".encode())
-        if t.numel():
-            digest.update(memoryview(t.view(torch.uint8).numpy()))
-    return digest.hexdigest()
+    if weights_digest is None:
+        from .provenance import weights_digest as digest_of
+
+        weights_digest = digest_of(model)
+    return hashlib.sha256((json.dumps(head, sort_keys=True) + weights_digest).encode()).hexdigest()
 
 
 class _Entry(nn.Module):
@@ -113,14 +108,6 @@ class _Entry(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return getattr(self.model, self.entry)(x)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _build(model: nn.Module, entry: str, example: torch.Tensor, so_path: Path) -> None:
@@ -169,7 +156,7 @@ def _cached_library(home: Path, key: str) -> Optional[Path]:
     try:
         record = json.loads((home / f"{key}.json").read_text(encoding="utf-8"))
         path = home / Path(record["file"]).name
-        return path if path.is_file() and record.get("sha256") == _sha256(path) else None
+        return path if path.is_file() and record.get("sha256") == sha256_file(path) else None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
@@ -214,7 +201,7 @@ def _build_checked(model: nn.Module, entry: str, example: torch.Tensor, home: Pa
     except Exception as exc:
         raise CompileError(f"AOTInductor could not compile {type(model).__name__}.{entry} "
                            f"({type(exc).__name__}: {exc})") from exc
-    sha = _sha256(building)
+    sha = sha256_file(building)
     # Named by content: a process that already loaded an older library of this key keeps its
     # mapping, and the dynamic loader never mistakes the new file for the old one by name.
     path = home / f"{key}.{sha[:16]}.so"
