@@ -107,3 +107,33 @@ def test_compiled_bf16_features_stay_close_to_fp32():
     got = fast.forward_features(x)
     assert got.dtype == torch.float32 and got.shape == want.shape
     assert float((got - want).abs().max() / want.abs().max()) < 0.05
+
+
+def test_a_later_process_loads_the_library_without_importing_the_compiler(built, home):
+    # Importing torch._inductor costs about 1.3 s: a cached library must not need it.
+    import os
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    code = ("import sys, torch, video3d_zoo\n"
+            "from video3d_zoo import compiled\n"
+            "from video3d_zoo.inference import optimize_for_inference\n"
+            "torch.manual_seed(0)\n"
+            "model = video3d_zoo.create_model('resnet3d_10', widen_factor=0.125, num_classes=5).eval()\n"
+            "prepared = optimize_for_inference(model).model\n"
+            "example = torch.load(sys.argv[2])\n"
+            "runner, seconds = compiled.load_or_build(prepared, 'forward', example, home=sys.argv[1])\n"
+            "out = runner.run([example])[0]\n"
+            "print(seconds, 'torch._inductor' in sys.modules, float(out.double().sum()))\n")
+    prepared, example, runner, _ = built
+    saved = home / "example.pt"
+    torch.save(example, saved)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code, str(home), str(saved)], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    seconds, imported, total = out.stdout.split()
+    assert float(seconds) == 0.0 and imported == "False"
+    assert float(total) == pytest.approx(float(runner.run([example])[0].double().sum()), rel=1e-5)
