@@ -137,3 +137,17 @@ def test_a_later_process_loads_the_library_without_importing_the_compiler(built,
     seconds, imported, total = out.stdout.split()
     assert float(seconds) == 0.0 and imported == "False"
     assert float(total) == pytest.approx(float(runner.run([example])[0].double().sum()), rel=1e-5)
+
+
+def test_a_features_only_backbone_is_not_compiled_down_to_its_first_stage():
+    torch.manual_seed(4)
+    backbone = video3d_zoo.create_model("resnet3d_10", widen_factor=0.125, features_only=True).eval()
+    fast = optimize_for_inference(backbone, compile=True)
+    x = torch.randn(2, *CLIP)
+    with pytest.warns(RuntimeWarning, match="only single-tensor entry points are compiled"):
+        stages = fast(x)
+    with torch.no_grad():
+        want = backbone(x)
+    assert len(stages) == len(want) > 1
+    for got, ref in zip(stages, want):
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)

@@ -133,10 +133,22 @@ def _build(model: nn.Module, entry: str, example: torch.Tensor, so_path: Path) -
                     dst.write(block)
 
 
-def _check(runner, model: nn.Module, entry: str, example: torch.Tensor) -> None:
+def _eager_output(model: nn.Module, entry: str, example: torch.Tensor) -> torch.Tensor:
+    """What the library must reproduce; only single-tensor outputs are compiled (a features-only
+    backbone's list of stages stays eager rather than losing all but its first stage)."""
     with torch.no_grad():
-        expected = getattr(model, entry)(example).float()
-    got = runner.run([example])[0].float()
+        expected = getattr(model, entry)(example)
+    if not isinstance(expected, torch.Tensor):
+        raise CompileError(f"{type(model).__name__}.{entry} returns {type(expected).__name__}, not one tensor; "
+                           "only single-tensor entry points are compiled")
+    return expected.float()
+
+
+def _check(runner, expected: torch.Tensor, example: torch.Tensor) -> None:
+    outputs = runner.run([example])
+    if len(outputs) != 1:
+        raise CompileError(f"the compiled library returns {len(outputs)} outputs where the model returns one")
+    got = outputs[0].float()
     scale = float(expected.abs().max()) or 1.0
     error = float((got - expected).abs().max()) / scale
     if got.shape != expected.shape or not error <= _TOLERANCE[example.dtype]:
@@ -193,6 +205,7 @@ def _build_checked(model: nn.Module, entry: str, example: torch.Tensor, home: Pa
     """Build, name by content, check against eager, then record; returns the library's path."""
     from .fileio import write_json_atomic
 
+    expected = _eager_output(model, entry, example)
     building = home / f"{key}.building.so"
     try:
         _build(model, entry, example, building)
@@ -207,7 +220,7 @@ def _build_checked(model: nn.Module, entry: str, example: torch.Tensor, home: Pa
     path = home / f"{key}.{sha[:16]}.so"
     os.replace(building, path)
     try:
-        _check(_load(path), model, entry, example)
+        _check(_load(path), expected, example)
     except CompileError:
         path.unlink(missing_ok=True)
         raise
