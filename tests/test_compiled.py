@@ -151,3 +151,20 @@ def test_a_features_only_backbone_is_not_compiled_down_to_its_first_stage():
     assert len(stages) == len(want) > 1
     for got, ref in zip(stages, want):
         torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_libraries_unused_for_a_month_are_removed_and_used_ones_kept(tmp_path):
+    import os
+    import time
+
+    old_key, new_key = "a" * 64, "b" * 64
+    for key in (old_key, new_key):
+        (tmp_path / f"{key}.0123456789abcdef.so").write_bytes(b"library")
+        (tmp_path / f"{key}.json").write_text("{}")
+        (tmp_path / f"{key}.lock").write_text("")
+    month_ago = time.time() - 31 * 86400
+    os.utime(tmp_path / f"{old_key}.json", (month_ago, month_ago))
+    removed = compiled.remove_unused(tmp_path)
+    assert sorted(p.name for p in removed) == sorted([f"{old_key}.0123456789abcdef.so", f"{old_key}.json"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{new_key}.0123456789abcdef.so",
+                                                                 f"{new_key}.json", f"{new_key}.lock", f"{old_key}.lock"])

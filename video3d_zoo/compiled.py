@@ -17,7 +17,8 @@ processes load that library in about 0.05 s.
   huggingface assets cache (as for installed weights, :mod:`video3d_zoo.installed`).  Both are
   written atomically under a lock, so concurrent runs build it once; a library whose bytes no
   longer match its record is rebuilt.  Each library of a resnet3d_50 takes about 95 MB (it holds
-  the weights); delete the folder to reclaim the space.
+  the weights); libraries unused for 30 days are removed when a new one is built
+  (:func:`remove_unused`), and the folder can be deleted at any time.
 * A new library is checked against the eager model on the export example before it is kept.
 * Batch shapes are static: smaller batches are padded (outputs sliced off), larger ones split,
   so one library serves a whole run, including its last, partial batch.
@@ -45,6 +46,7 @@ from .errors import Video3DZooError
 from .hub import sha256_file
 
 FORMAT = 1
+UNUSED_DAYS = 30
 _TOLERANCE = {torch.float32: 1e-3, torch.bfloat16: 0.05, torch.float16: 0.05}
 
 
@@ -194,6 +196,7 @@ def load_or_build(model: nn.Module, entry: str, example: torch.Tensor, home: Opt
     with FileLock(str(home / f"{key}.lock")):
         cached = _cached_library(home, key)
         if cached is not None:
+            os.utime(home / f"{key}.json")  # last used: what remove_unused() goes by
             return _load(cached), 0.0
         started = time.perf_counter()
         cast = model if example.dtype == torch.float32 else copy.deepcopy(model).to(example.dtype)
@@ -231,7 +234,33 @@ def _build_checked(model: nn.Module, entry: str, example: torch.Tensor, home: Pa
     for old in home.glob(f"{key}.*.so"):
         if old != path:
             old.unlink(missing_ok=True)  # a mapped library stays usable by its process after unlink
+    remove_unused(home)
     return path
+
+
+def remove_unused(home: Optional[Path] = None, days: float = UNUSED_DAYS) -> List[Path]:
+    """Delete the libraries not used for ``days`` days (each build calls this); returns what was removed.
+
+    A library of a resnet3d_50 takes about 95 MB and every model, batch size and precision has its
+    own, so the cache would otherwise only grow.  Use is the modification time of ``<key>.json``,
+    touched on every load.
+    """
+    home = Path(home) if home is not None else compiled_home()
+    cutoff = time.time() - days * 86400
+    removed = []
+    for record in home.glob("*.json"):
+        try:
+            if record.stat().st_mtime >= cutoff:
+                continue
+        except OSError:
+            continue
+        key = record.name[:-len(".json")]
+        # The lock file stays: another process may hold it (it is empty and tiny).
+        for path in [*home.glob(f"{key}.*.so"), record]:
+            if path.exists():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
 
 
 class StaticBatchRunner:
