@@ -166,5 +166,5 @@ def test_libraries_unused_for_a_month_are_removed_and_used_ones_kept(tmp_path):
     os.utime(tmp_path / f"{old_key}.json", (month_ago, month_ago))
     removed = compiled.remove_unused(tmp_path)
     assert sorted(p.name for p in removed) == sorted([f"{old_key}.0123456789abcdef.so", f"{old_key}.json"])
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{new_key}.0123456789abcdef.so",
-                                                                 f"{new_key}.json", f"{new_key}.lock", f"{old_key}.lock"])
+    kept = [f"{new_key}.0123456789abcdef.so", f"{new_key}.json", f"{new_key}.lock", f"{old_key}.lock"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
