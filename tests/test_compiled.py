@@ -168,3 +168,12 @@ def test_libraries_unused_for_a_month_are_removed_and_used_ones_kept(tmp_path):
     assert sorted(p.name for p in removed) == sorted([f"{old_key}.0123456789abcdef.so", f"{old_key}.json"])
     kept = [f"{new_key}.0123456789abcdef.so", f"{new_key}.json", f"{new_key}.lock", f"{old_key}.lock"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
+
+
+def test_clips_of_another_length_get_their_own_library_not_an_error():
+    model = tiny(seed=5)
+    fast = optimize_for_inference(model, compile=True, batch_size=2)
+    for frames in (4, 8):
+        x = torch.randn(2, 3, frames, 32, 32)
+        with torch.no_grad():
+            torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-5)

@@ -81,7 +81,7 @@ class InferenceModel(nn.Module):
         self.config = getattr(model, "config", None)
         self.num_features = getattr(model, "num_features", None)
         self.feature_info = getattr(model, "feature_info", [])
-        self._compiled: Dict[str, Callable] = {}
+        self._compiled: Dict[tuple, Callable] = {}  # (entry point, clip shape) -> compiled callable
         self._digest: Optional[str] = None
 
     def weights_digest(self) -> str:
@@ -109,12 +109,14 @@ class InferenceModel(nn.Module):
         return out.float()
 
     def _entry(self, name: str, x: torch.Tensor) -> Callable:
-        """The callable running ``model.<name>``: compiled once per entry point when asked for."""
+        """The callable running ``model.<name>``: compiled once per entry point and clip shape when asked for
+        (a library has static shapes; clips of another length or size get their own)."""
         if not self.options.compile:
             return getattr(self.model, name)
-        if name not in self._compiled:
-            self._compiled[name] = self._compile(name, x)
-        return self._compiled[name]
+        key = (name, tuple(x.shape[1:]))
+        if key not in self._compiled:
+            self._compiled[key] = self._compile(name, x)
+        return self._compiled[key]
 
     def _compile(self, name: str, x: torch.Tensor) -> Callable:
         from . import compiled
