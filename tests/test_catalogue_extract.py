@@ -410,10 +410,21 @@ def test_overlapped_inline_and_worker_decoding_write_the_same_features(weights, 
             assert np.array_equal(features, outputs[name][key]), (name, key)
 
 
+def test_clips_decoded_ahead_are_bounded_by_memory_but_cover_two_batches():
+    from video3d_zoo.config import InputSpec
+    from video3d_zoo.extract import _queue_depth
+
+    assert _queue_depth(InputSpec(frames=16, crop_size=112, resize=112), 8) == 64  # 2.4 MB a clip
+    assert _queue_depth(InputSpec(frames=16, crop_size=112, resize=112), 32) == 96
+    assert _queue_depth(InputSpec(frames=64, crop_size=224, resize=224), 8) == 17  # 38 MB a clip: 13 fit
+
+
 def test_a_failing_video_does_not_stop_the_decoding_thread(weights, originals, videos, tmp_path, capsys):
     (videos / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 200)
+    threads = torch.get_num_threads()
     summary = run_extraction(video3d_zoo.load_model(weights["a"]), [videos], tmp_path / "out", progress=False,
                              overlap=True)
     assert len(summary.processed) == 2 and list(summary.failed) == [videos / "broken.mp4"]
     assert summary.timing["clips"] > 0 and summary.timing["decoding"] == "background thread"
     assert summary.timing["model_s"] > 0 and summary.timing["wall_s"] >= summary.timing["model_s"]
+    assert torch.get_num_threads() == threads  # the model's turns on fewer threads are undone

@@ -177,3 +177,74 @@ def test_clips_of_another_length_get_their_own_library_not_an_error():
         x = torch.randn(2, 3, frames, 32, 32)
         with torch.no_grad():
             torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_libraries_are_called_through_their_c_interface_like_torchs_runner(built):
+    from video3d_zoo.compiled_call import LibraryRunner
+
+    _, example, runner, _ = built
+    assert isinstance(runner, LibraryRunner)
+    reference = torch._C._aoti.AOTIModelContainerRunnerCpu(str(runner.path), 1)
+    torch.testing.assert_close(runner.run([example])[0], reference.run([example])[0], rtol=0, atol=0)
+
+
+def test_a_library_without_the_expected_c_interface_gets_torchs_runner(built, monkeypatch):
+    from video3d_zoo import compiled_call
+
+    _, example, runner, _ = built
+    monkeypatch.setattr(compiled_call, "_SYMBOLS", (*compiled_call._SYMBOLS, "AOTInductorNoSuchFunction"))
+    fallback = compiled_call.load_runner(runner.path)
+    assert not isinstance(fallback, compiled_call.LibraryRunner)
+    torch.testing.assert_close(fallback.run([example])[0], runner.run([example])[0], rtol=0, atol=0)
+
+
+class _Matmuls(torch.nn.Module):
+    """About 60 ms of single-threaded matrix products per call: long enough to watch another thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(384, 384) / 20)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(48):
+            x = torch.tanh(x @ self.weight)
+        return x
+
+
+def test_a_python_thread_keeps_running_while_a_compiled_model_computes(tmp_path):
+    # torch's runner binding holds the GIL for the whole call: a decoding thread stalled while
+    # the model ran (7 % of its speed measured on resnet3d_50), so decoding could not overlap.
+    import threading
+    import time
+
+    torch.manual_seed(0)
+    example = torch.randn(384, 384)
+    runner, _ = compiled.load_or_build(_Matmuls().eval(), "forward", example, home=tmp_path)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runner.run([example])
+        started = time.perf_counter()
+        runner.run([example])
+        call_s = time.perf_counter() - started
+        done, count = threading.Event(), [0]
+
+        def count_while_running():
+            while not done.is_set():
+                count[0] += 1
+
+        counter = threading.Thread(target=count_while_running)
+        counter.start()
+        time.sleep(0.1)
+        before, started = count[0], time.perf_counter()
+        time.sleep(call_s)  # the counter's rate with the GIL free, over as long as one call
+        idle_rate = (count[0] - before) / (time.perf_counter() - started)
+        before, started = count[0], time.perf_counter()
+        runner.run([example])
+        busy_rate = (count[0] - before) / (time.perf_counter() - started)
+        done.set()
+        counter.join()
+    finally:
+        torch.set_num_threads(threads)
+    assert call_s > 0.01, "the call is too short to tell"
+    assert busy_rate > 0.3 * idle_rate, (busy_rate, idle_rate)

@@ -13,7 +13,7 @@ import torch
 from videos import (FORMATS, frame_ids, has_encoder, marker_quadrant, write_audio_only,
                     write_video)
 from video3d_zoo.config import input_preset
-from video3d_zoo.errors import VideoDecodeError
+from video3d_zoo.errors import ConfigError, VideoDecodeError
 from video3d_zoo.io import (ClipPreprocessor, apply_rotation, center_crop, clip_starts, hflip,
                             iter_frames, iter_video_clips, loop_pad, multiscale_corner_crop,
                             preprocess_clip, probe_video, random_horizontal_flip,
@@ -166,6 +166,16 @@ def test_iter_frames_streams_and_closes_the_file(make_video):
     next(stopped)
     stopped.close()
     assert open_fds() == before
+
+
+def test_decoding_on_one_thread_gives_the_same_frames(make_video):
+    video = make_video(20, 96, 128)
+    whole = read_frames(video.path, short_side=32)
+    with iter_frames(video.path, short_side=32, threads=1) as frames:
+        assert torch.equal(torch.stack([f.image for f in frames]), whole.frames)
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ConfigError, match="threads must be a positive integer"):
+            iter_frames(video.path, threads=bad)
 
 
 # ---------------------------------------------------------------- bad inputs

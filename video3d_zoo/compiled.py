@@ -20,6 +20,8 @@ processes load that library in about 0.05 s.
   the weights); libraries unused for 30 days are removed when a new one is built
   (:func:`remove_unused`), and the folder can be deleted at any time.
 * A new library is checked against the eager model on the export example before it is kept.
+* Libraries are called with the GIL released (:mod:`video3d_zoo.compiled_call`), so a decoding
+  thread keeps working while the compiled model runs.
 * Batch shapes are static: smaller batches are padded (outputs sliced off), larger ones split,
   so one library serves a whole run, including its last, partial batch.
 """
@@ -159,8 +161,10 @@ def _check(runner, expected: torch.Tensor, example: torch.Tensor) -> None:
 
 
 def _load(so_path: Path):
+    from .compiled_call import load_runner
+
     try:
-        return torch._C._aoti.AOTIModelContainerRunnerCpu(str(so_path), 1)
+        return load_runner(so_path)
     except Exception as exc:  # a truncated or foreign library: dlopen or the container refuses it
         raise CompileError(f"{so_path}: cannot load the compiled library ({exc})") from exc
 

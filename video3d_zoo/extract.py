@@ -87,6 +87,8 @@ class ExtractionSummary:
         clips, model = int(t.get("clips", 0)), t.get("model_s", 0.0)
         per_clip = f", {1000 * model / clips:.1f} ms/clip" if clips else ""
         mode = t.get("decoding", "inline")
+        if t.get("batches"):
+            per_clip += f"; {t.get('shared_batches', 0)} of {t['batches']} batches beside decoding"
         return (f"timing: {t.get('wall_s', 0.0):.2f} s in all; model {model:.2f} s ({clips} clips{per_clip}); "
                 f"waiting for decoded clips {t.get('waited_s', 0.0):.2f} s; decoding ({mode}) "
                 f"{t.get('decode_s', 0.0):.2f} s; writing {t.get('write_s', 0.0):.2f} s")
@@ -103,9 +105,10 @@ class _Task:
 class _ClipStream(torch.utils.data.IterableDataset):
     """Yields ("clip", index, tensor, start, end), then ("done", index, report) or ("error", index, reason)."""
 
-    def __init__(self, sources: List[Path], spec: InputSpec, protocol) -> None:
+    def __init__(self, sources: List[Path], spec: InputSpec, protocol, decode_threads: Optional[int] = None) -> None:
         super().__init__()
         self.sources, self.spec, self.protocol = sources, spec, protocol
+        self.decode_threads = decode_threads
 
     def __iter__(self):
         from .io import iter_video_clips
@@ -114,7 +117,8 @@ class _ClipStream(torch.utils.data.IterableDataset):
         mine = range(len(self.sources)) if info is None else range(info.id, len(self.sources), info.num_workers)
         for index in mine:
             try:
-                stream = iter_video_clips(self.sources[index], self.spec, protocol=self.protocol)
+                stream = iter_video_clips(self.sources[index], self.spec, protocol=self.protocol,
+                                          decode_threads=self.decode_threads)
                 for clip in stream:
                     yield ("clip", index, clip.tensor, clip.start_s, clip.end_s)
             except (Video3DZooError, OSError, RuntimeError, ValueError) as exc:
@@ -143,17 +147,29 @@ class _Timed:
         pass
 
 
-def _stream(sources, spec, protocol, workers: int, overlap: bool):
-    """Decoded clips: in worker processes (``workers > 0``), a background thread (``overlap``) or inline."""
-    dataset = _ClipStream(sources, spec, protocol)
+def _stream(sources, spec, protocol, workers: int, overlap: bool, batch_size: int):
+    """Decoded clips: in worker processes (``workers > 0``), a background thread taking turns with the
+    model (``overlap``) or inline.  Returns ``(stream, how, CoreShare or None)``."""
     if workers > 0:
-        loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers, prefetch_factor=4)
-        return _Timed(iter(loader)), f"{workers} worker process(es)"
+        loader = torch.utils.data.DataLoader(_ClipStream(sources, spec, protocol), batch_size=None,
+                                             num_workers=workers, prefetch_factor=4)
+        return _Timed(iter(loader)), f"{workers} worker process(es)", None
     if overlap:
-        from .io.prefetch import Prefetcher
+        from .io.prefetch import CoreShare, Prefetcher, decoding_cores
 
-        return Prefetcher(iter(dataset), depth=64), "background thread"
-    return _Timed(iter(dataset)), "inline"
+        threads = torch.get_num_threads()
+        cores = decoding_cores(threads)
+        depth = _queue_depth(spec, batch_size)
+        stream = Prefetcher(iter(_ClipStream(sources, spec, protocol, decode_threads=cores)), depth=depth)
+        share = CoreShare(stream, min(2 * batch_size, depth - 1), threads, cores) if threads > 1 else None
+        return stream, "background thread", share
+    return _Timed(iter(_ClipStream(sources, spec, protocol))), "inline", None
+
+
+def _queue_depth(spec: InputSpec, batch_size: int, budget: int = 512 << 20) -> int:
+    """Clips decoded ahead: what fits in ``budget`` bytes, at least two batches and one, at most 64 or 3 batches."""
+    clip_bytes = 3 * spec.frames * spec.crop_size ** 2 * 4  # float32, centre-cropped
+    return max(2 * batch_size + 1, min(max(64, 3 * batch_size), budget // clip_bytes))
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -236,6 +252,7 @@ class _Batcher:
         self.pending: list = []
         self.waiting: List[Tuple[int, dict]] = []  # decoded videos whose last clips are still pending
         self.model_s, self.clips = 0.0, 0
+        self.before_batch = lambda: None
 
     def clip(self, item: tuple) -> None:
         self.pending.append(item)
@@ -253,6 +270,7 @@ class _Batcher:
 
     def flush(self) -> None:
         if self.pending:
+            self.before_batch()
             started = time.perf_counter()
             batch = torch.stack([p[2] for p in self.pending]).to(self.device)
             vectors = clip_outputs(self.model, batch, self.layer).cpu()
@@ -333,7 +351,9 @@ def run_extraction(model, inputs: Sequence[os.PathLike], out_dir: os.PathLike, *
     batcher = _Batcher(model, layer, batch_size, _Collector(tasks, summary, bar, strict))
     overlap = _default_overlap(workers) if overlap is None else bool(overlap)
     started = time.perf_counter()
-    stream, mode = _stream([t.job.source for t in tasks], prep.spec, protocol, workers, overlap)
+    stream, mode, share = _stream([t.job.source for t in tasks], prep.spec, protocol, workers, overlap, batch_size)
+    if share is not None:
+        batcher.before_batch = share.before_batch
     try:
         with eval_mode(model):
             for item in stream:
@@ -347,9 +367,13 @@ def run_extraction(model, inputs: Sequence[os.PathLike], out_dir: os.PathLike, *
     finally:
         stream.close()
         bar.close()
+        if share is not None:
+            share.restore()
     summary.timing = {"wall_s": time.perf_counter() - started, "model_s": batcher.model_s, "clips": batcher.clips,
                       "waited_s": stream.waited_s, "write_s": batcher.collector.write_s, "decoding": mode,
                       "decode_s": getattr(stream, "busy_s", stream.waited_s)}
+    if share is not None:
+        summary.timing.update(batches=share.batches, shared_batches=share.shared_batches)
     return summary
 
 

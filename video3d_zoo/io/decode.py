@@ -82,8 +82,12 @@ def _check_file(name: str) -> None:
 
 
 @contextlib.contextmanager
-def _open_video(path) -> Iterator[Tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
-    """Open ``path`` and yield ``(container, first video stream)``; always closes the file."""
+def _open_video(path, threads: Optional[int] = None
+                ) -> Iterator[Tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
+    """Open ``path`` and yield ``(container, first video stream)``; always closes the file.
+
+    ``threads`` caps FFmpeg's decoding threads (default: FFmpeg's choice, about one per core).
+    """
     name = os.fspath(path)
     _check_file(name)
     try:
@@ -99,6 +103,8 @@ def _open_video(path) -> Iterator[Tuple[av.container.InputContainer, av.video.st
             raise VideoDecodeError(f"{name}: holds no video stream (streams: {', '.join(kinds)})")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        if threads is not None:
+            stream.thread_count = threads
         yield container, stream
 
 
@@ -271,8 +277,11 @@ def _timed_frames(container, stream, name, start_s, end_s, report: Optional[Deco
 
 def iter_frames(path, *, short_side: Optional[int] = None, size: Optional[Tuple[int, int]] = None,
                 fps: Optional[float] = None, start_s: Optional[float] = None,
-                end_s: Optional[float] = None) -> "FrameStream":
+                end_s: Optional[float] = None, threads: Optional[int] = None) -> "FrameStream":
     """Stream the frames of ``path`` one at a time (same options as :func:`read_frames`).
+
+    ``threads`` caps FFmpeg's decoding threads (default: FFmpeg's choice, about one per core);
+    a decoder sharing the machine with a model is given the cores it may use.
 
     Only one decoded frame is held at a time, so memory does not grow with the video's
     length.  The file is opened (and checked) by this call; use the result as a context
@@ -283,16 +292,18 @@ def iter_frames(path, *, short_side: Optional[int] = None, size: Optional[Tuple[
                 ...
     """
     _check_args(short_side, size, fps, start_s, end_s)
-    return FrameStream(os.fspath(path), short_side, size, fps, start_s, end_s)
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"threads must be a positive integer or None, got {threads!r}")
+    return FrameStream(os.fspath(path), short_side, size, fps, start_s, end_s, threads)
 
 
 class FrameStream:
     """Iterator of :class:`DecodedFrame` over an open video; ``fps`` is the output rate."""
 
-    def __init__(self, name: str, short_side, size, fps, start_s, end_s):
+    def __init__(self, name: str, short_side, size, fps, start_s, end_s, threads=None):
         self.path, self._count, self._items = name, 0, None
         self._stack = contextlib.ExitStack()
-        container, stream = self._stack.enter_context(_open_video(name))
+        container, stream = self._stack.enter_context(_open_video(name, threads))
         self.source_fps = _stream_fps(stream)
         self.fps = float(fps) if fps is not None else self.source_fps
         try:

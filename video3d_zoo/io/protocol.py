@@ -230,13 +230,15 @@ def _even_starts(num_frames: int, clip_len: int, num_clips: int) -> List[int]:
 def iter_video_clips(path, spec: Union[InputSpec, str], clip_len: Optional[int] = None,
                      stride: Optional[int] = None, last: str = "pad", fps: Optional[float] = None, *,
                      protocol: Optional[ClipProtocol] = None, start_s: Optional[float] = None,
-                     end_s: Optional[float] = None, **overrides) -> ClipStream:
+                     end_s: Optional[float] = None, decode_threads: Optional[int] = None,
+                     **overrides) -> ClipStream:
     """Decode ``path`` once and stream its preprocessed clips in order.
 
     Give either a :class:`ClipProtocol` or its common fields (``clip_len``, ``stride``,
     ``last``, ``fps``) as keywords; ``start_s``/``end_s`` restrict decoding to a time range
     (trimmed Kinetics clips of a full video).  ``overrides`` change spec fields as in
-    :class:`~video3d_zoo.io.transforms.ClipPreprocessor` (e.g. ``crop_size=None``).
+    :class:`~video3d_zoo.io.transforms.ClipPreprocessor` (e.g. ``crop_size=None``);
+    ``decode_threads`` caps FFmpeg's threads (:func:`~video3d_zoo.io.decode.iter_frames`).
     Arguments are checked before the file is opened.
     """
     if protocol is None:
@@ -246,7 +248,8 @@ def iter_video_clips(path, spec: Union[InputSpec, str], clip_len: Optional[int] 
     spec = input_preset(spec) if isinstance(spec, str) else spec
     prep = ClipPreprocessor(spec, **overrides)
     window_len, window_stride = protocol.window(prep.spec)
-    frames = iter_frames(path, fps=protocol.fps, start_s=start_s, end_s=end_s, **_decode_options(prep.resize))
+    frames = iter_frames(path, fps=protocol.fps, start_s=start_s, end_s=end_s, threads=decode_threads,
+                         **_decode_options(prep.resize))
     return ClipStream(frames, prep, protocol, window_len, window_stride)
 
 
