@@ -10,6 +10,10 @@ import argparse
 import math
 from typing import Callable, Dict
 
+#: data-set layouts ``eval`` reads (:mod:`video3d_zoo.train.eval_splits`); here so that building the
+#: parser does not import the training package (0.07 s on every command)
+EVAL_FORMATS = ("ucf101", "hmdb51", "kinetics", "folder", "list")
+
 MODEL_REF_HELP = ("model: NAME or NAME.TAG (pretrained weights, see list-pretrained), a checkpoint file or "
                   "folder, or hf-hub:ORG/REPO[@REVISION]")
 

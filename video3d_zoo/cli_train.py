@@ -19,7 +19,7 @@ import os
 import sys
 from typing import Callable, Dict, Optional, Tuple
 
-from .argtypes import MODEL_REF_HELP, int_at_least, open_fraction, positive_float, positive_int
+from .argtypes import EVAL_FORMATS, MODEL_REF_HELP, int_at_least, open_fraction, positive_float, positive_int
 from .errors import ConfigError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -58,8 +58,6 @@ def run_train(args: argparse.Namespace) -> int:
 
 # -- eval ---------------------------------------------------------------------------------------------
 def add_eval_parser(sub) -> None:
-    from .train.eval_splits import EVAL_FORMATS
-
     p = sub.add_parser("eval", one_line_errors=True,
                        help="clip and video accuracy: eval (--model NAME.TAG | --weights PATH) DATA [--json]",
                        description="clip and video accuracy on a data set's split")

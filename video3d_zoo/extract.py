@@ -89,7 +89,9 @@ class ExtractionSummary:
         mode = t.get("decoding", "inline")
         if t.get("batches"):
             per_clip += f"; {t.get('shared_batches', 0)} of {t['batches']} batches beside decoding"
-        return (f"timing: {t.get('wall_s', 0.0):.2f} s in all; model {model:.2f} s ({clips} clips{per_clip}); "
+        compiled = f"; loading or building the compiled model {t['compile_s']:.2f} s" if t.get("compile_s") else ""
+        return (f"timing: {t.get('wall_s', 0.0):.2f} s in all{compiled}; "
+                f"model {model:.2f} s ({clips} clips{per_clip}); "
                 f"waiting for decoded clips {t.get('waited_s', 0.0):.2f} s; decoding ({mode}) "
                 f"{t.get('decode_s', 0.0):.2f} s; writing {t.get('write_s', 0.0):.2f} s")
 
@@ -251,13 +253,24 @@ class _Batcher:
         self.device = _model_device(model)
         self.pending: list = []
         self.waiting: List[Tuple[int, dict]] = []  # decoded videos whose last clips are still pending
-        self.model_s, self.clips = 0.0, 0
+        self.model_s, self.clips, self.warm_s = 0.0, 0, 0.0
         self.before_batch = lambda: None
 
     def clip(self, item: tuple) -> None:
+        if not self.clips and not self.pending:
+            self._warm_up(tuple(item[2].shape))
         self.pending.append(item)
         if len(self.pending) == self.batch_size:
             self.flush()
+
+    def _warm_up(self, clip_shape: tuple) -> None:
+        # A compiled model loads (or builds) its library here, while the decoder works on the first batch.
+        entry = {"pooled": "forward_features", "logits": "forward"}.get(self.layer)
+        warm_up = getattr(self.model, "warm_up", None)
+        if entry is not None and warm_up is not None:
+            started = time.perf_counter()
+            warm_up(entry, clip_shape)
+            self.warm_s = time.perf_counter() - started
 
     def done(self, index: int, report: dict) -> None:
         self.waiting.append((index, report))
@@ -371,7 +384,7 @@ def run_extraction(model, inputs: Sequence[os.PathLike], out_dir: os.PathLike, *
             share.restore()
     summary.timing = {"wall_s": time.perf_counter() - started, "model_s": batcher.model_s, "clips": batcher.clips,
                       "waited_s": stream.waited_s, "write_s": batcher.collector.write_s, "decoding": mode,
-                      "decode_s": getattr(stream, "busy_s", stream.waited_s)}
+                      "decode_s": getattr(stream, "busy_s", stream.waited_s), "compile_s": batcher.warm_s}
     if share is not None:
         summary.timing.update(batches=share.batches, shared_batches=share.shared_batches)
     return summary

@@ -133,6 +133,12 @@ class InferenceModel(nn.Module):
                           stacklevel=3)
             return getattr(self.model, name)
 
+    def warm_up(self, entry: str, clip_shape) -> None:
+        """Compile or load ``entry`` (``"forward"``, ``"forward_features"``) for clips of ``clip_shape``
+        (C, T, H, W) now instead of at the first batch; a job calls it while its first clips decode."""
+        if self.options.compile and entry in ("forward", "forward_features"):
+            self._entry(entry, torch.empty(self.options.batch_size or 1, *clip_shape, device="meta"))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(self._entry("forward", x), x)
 
