@@ -48,3 +48,21 @@ def test_info_takes_names_and_patterns(capsys):
     records = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert [r["model"] for r in records] == ["r3d_18", "mc3_18"]
     assert main(["info", "no_match_*"]) == 2
+
+
+def test_the_console_entry_point_runs_main_and_spares_the_collector_its_long_lived_objects(monkeypatch):
+    import configparser
+    import gc
+    from pathlib import Path
+
+    from video3d_zoo import cli
+
+    setup = configparser.ConfigParser()
+    setup.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    assert "video3d_zoo.cli:run" in setup["options.entry_points"]["console_scripts"]
+    monkeypatch.setattr(cli, "main", lambda argv=None: 7)
+    try:
+        assert cli.run() == 7
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
