@@ -253,10 +253,10 @@ def test_a_python_thread_keeps_running_while_a_compiled_model_computes(tmp_path)
 def test_warming_up_loads_the_library_the_first_batch_then_uses(monkeypatch):
     model = tiny(seed=6)
     fast = optimize_for_inference(model, compile=True, batch_size=2)
-    fast.warm_up("forward_features", CLIP)
+    assert fast.warm_up("forward_features", CLIP)
     assert list(fast._compiled) == [("forward_features", CLIP)]
     monkeypatch.setattr(compiled, "compile_entry", lambda *a, **k: pytest.fail("compiled a second time"))
     x = torch.randn(2, *CLIP)
     with torch.no_grad():
         torch.testing.assert_close(fast.forward_features(x), model.forward_features(x), rtol=1e-4, atol=1e-5)
-    optimize_for_inference(model, compile=False).warm_up("forward", CLIP)  # eager: nothing to do
+    assert not optimize_for_inference(model, compile=False).warm_up("forward", CLIP)  # eager: nothing to do

@@ -269,8 +269,8 @@ class _Batcher:
         warm_up = getattr(self.model, "warm_up", None)
         if entry is not None and warm_up is not None:
             started = time.perf_counter()
-            warm_up(entry, clip_shape)
-            self.warm_s = time.perf_counter() - started
+            if warm_up(entry, clip_shape):
+                self.warm_s = time.perf_counter() - started
 
     def done(self, index: int, report: dict) -> None:
         self.waiting.append((index, report))

@@ -133,11 +133,14 @@ class InferenceModel(nn.Module):
                           stacklevel=3)
             return getattr(self.model, name)
 
-    def warm_up(self, entry: str, clip_shape) -> None:
+    def warm_up(self, entry: str, clip_shape) -> bool:
         """Compile or load ``entry`` (``"forward"``, ``"forward_features"``) for clips of ``clip_shape``
-        (C, T, H, W) now instead of at the first batch; a job calls it while its first clips decode."""
-        if self.options.compile and entry in ("forward", "forward_features"):
-            self._entry(entry, torch.empty(self.options.batch_size or 1, *clip_shape, device="meta"))
+        (C, T, H, W) now instead of at the first batch; a job calls it while its first clips decode.
+        Returns whether there was anything to prepare."""
+        if not self.options.compile or entry not in ("forward", "forward_features"):
+            return False
+        self._entry(entry, torch.empty(self.options.batch_size or 1, *clip_shape, device="meta"))
+        return True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(self._entry("forward", x), x)
