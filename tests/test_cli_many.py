@@ -50,7 +50,7 @@ def test_info_takes_names_and_patterns(capsys):
     assert main(["info", "no_match_*"]) == 2
 
 
-def test_the_console_entry_point_runs_main_and_spares_the_collector_its_long_lived_objects(monkeypatch):
+def test_the_console_entry_point_keeps_freed_memory_and_spares_the_collector_long_lived_objects(monkeypatch):
     import configparser
     import gc
     from pathlib import Path
@@ -60,9 +60,25 @@ def test_the_console_entry_point_runs_main_and_spares_the_collector_its_long_liv
     setup = configparser.ConfigParser()
     setup.read(Path(__file__).resolve().parents[1] / "setup.cfg")
     assert "video3d_zoo.cli:run" in setup["options.entry_points"]["console_scripts"]
+    from video3d_zoo import memory
+
+    calls = []
+    monkeypatch.setattr(memory, "reuse_freed_memory", lambda: calls.append("mallopt") or True)
     monkeypatch.setattr(cli, "main", lambda argv=None: 7)
     try:
         assert cli.run() == 7
-        assert gc.get_freeze_count() > 0
+        assert gc.get_freeze_count() > 0 and calls == ["mallopt"]
     finally:
         gc.unfreeze()
+
+
+def test_freed_memory_is_kept_for_reuse_on_glibc_only(monkeypatch):
+    import platform
+    import sys
+
+    from video3d_zoo import memory
+
+    expected = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert memory.reuse_freed_memory() is expected
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert memory.reuse_freed_memory() is False
