@@ -428,3 +428,5 @@ def test_a_failing_video_does_not_stop_the_decoding_thread(weights, originals, v
     assert summary.timing["clips"] > 0 and summary.timing["decoding"] == "background thread"
     assert summary.timing["model_s"] > 0 and summary.timing["wall_s"] >= summary.timing["model_s"]
     assert torch.get_num_threads() == threads  # the model's turns on fewer threads are undone
+    if threads > 1:  # decoding took turns with the model, decided before every batch
+        assert summary.timing["batches"] >= 1 and 0 <= summary.timing["shared_batches"] <= summary.timing["batches"]
