@@ -13,11 +13,14 @@ loading, decoding and writing included):
 * ``zoo eager``: ``video3d-zoo extract DIR --weights FOLDER`` (fp32, eager);
 * ``zoo fast bf16``: ``... --fast --precision bf16`` (where the CPU has native bf16);
 * ``zoo fast bf16 compile, first run``: ``... --compile`` with an empty compiled-model cache: this
-  run builds the AOTInductor library (once per model, batch size, precision and machine);
+  run builds the AOTInductor library (once per model, batch size, precision and machine; every
+  repeat starts from an empty cache);
 * ``zoo fast bf16 compile``: the same command again, loading the library the first run built.
 
-Printed: wall seconds per route, each route's speed-up over the original measured in the same
-run, and for the zoo routes where the time went (``extract --verbose``); ``--csv`` appends rows.
+Every route runs ``--repeats`` times (default 3), interleaved route by route, so the machine's slow
+and fast moments fall on every route alike.  Printed: the median wall seconds per route with the
+fastest and slowest run, each route's speed-up over the original (ratio of the medians), and for the
+zoo routes where the time went in the median run (``extract --verbose``); ``--csv`` appends rows.
 
     python benchmarks/extract_end_to_end.py                 # the set above
     python benchmarks/extract_end_to_end.py --seconds 3     # shorter videos
@@ -31,11 +34,13 @@ import csv
 import datetime
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Dict
 
 import torch
 
@@ -74,23 +79,44 @@ def timed(cmd, cwd: Path, env: dict):
     return elapsed, timing
 
 
-def routes(weights: Path, videos: Path, work: Path, bf16: bool):
+def routes(weights: Path, videos: Path, work: Path, bf16: bool, run: int):
+    """``(label, command, compiled-model home or None)`` of every route, writing to folders of run ``run``."""
     extract = [sys.executable, "-m", "video3d_zoo", "extract", str(videos), "--weights", str(weights), "--quiet",
                "--verbose"]
+    out = work / f"run{run}"
     yield "original", [sys.executable, "-c", ORIGINAL_CHILD.format(here=str(HERE), weights=str(weights),
-                                                                   work=str(work), videos=str(videos))]
-    yield "zoo eager", extract + ["-o", str(work / "eager")]
+                                                                   work=str(out), videos=str(videos))], None
+    yield "zoo eager", extract + ["-o", str(out / "eager")], None
     fast = ["--fast"] + (["--precision", "bf16"] if bf16 else [])
     label = "zoo fast bf16" if bf16 else "zoo fast fp32"
-    yield label, extract + ["-o", str(work / "fast")] + fast
-    yield f"{label} compile, first run", extract + ["-o", str(work / "compiled1")] + fast + ["--compile"]
-    yield f"{label} compile", extract + ["-o", str(work / "compiled2")] + fast + ["--compile"]
+    yield label, extract + ["-o", str(out / "fast")] + fast, None
+    # The first run of each repeat builds into an empty cache (the first repeat's cache is the one
+    # the later runs load from).
+    first_home = work / "home" if run == 0 else work / f"home_first{run}"
+    yield f"{label} compile, first run", extract + ["-o", str(out / "compiled1")] + fast + ["--compile"], first_home
+    yield f"{label} compile", extract + ["-o", str(out / "compiled2")] + fast + ["--compile"], work / "home"
+
+
+def measure(weights: Path, videos: Path, work: Path, bf16: bool, repeats: int, compiling: bool) -> Dict[str, list]:
+    """Every route ``repeats`` times, interleaved (route by route within each repeat), so slow and fast
+    moments of the machine fall on every route alike: ``{label: [(seconds, timing line), ...]}``."""
+    results: Dict[str, list] = {}
+    for run in range(repeats):
+        (work / f"run{run}").mkdir()
+        for label, cmd, home in routes(weights, videos, work, bf16, run):
+            if "compile" in label and not compiling:
+                continue
+            env = {**os.environ, "VIDEO3D_ZOO_HOME": str(home or work / "home")}
+            results.setdefault(label, []).append(timed(cmd, work, env))
+    return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each video (default 10)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="runs of every route, reported as the median (default 3; 1 with --tiny)")
     parser.add_argument("--csv", default=None, help="append the rows to this CSV file")
     args = parser.parse_args()
     if shutil.which("ffmpeg") is None:
@@ -99,6 +125,7 @@ def main() -> None:
     from video3d_zoo.compiled import available
     from video3d_zoo.precision import bf16_supported
 
+    repeats = args.repeats or (1 if args.tiny else 3)
     bf16 = bf16_supported(torch.device("cpu"))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -107,33 +134,41 @@ def main() -> None:
         name, kwargs = ("resnet3d_10", {"widen_factor": 0.125}) if args.tiny else ("resnet3d_50", {})
         torch.manual_seed(0)
         weights = video3d_zoo.save_pretrained(video3d_zoo.create_model(name, **kwargs), work / "weights")
-        env = {**os.environ, "VIDEO3D_ZOO_HOME": str(work / "home")}  # an empty compiled-model cache
-        chosen = [(label, cmd) for label, cmd in routes(weights, work / "videos", work, bf16)
-                  if available() or "compile" not in label]
-        results = [(label, *timed(cmd, work, env)) for label, cmd in chosen]
-    base = results[0][1]
+        results = measure(weights, work / "videos", work, bf16, repeats, available())
+    summary = {label: summarise(runs) for label, runs in results.items()}
+    base = summary["original"][0]
     what = "tiny" if args.tiny else f"4 x 1280x720 + 8 x 640x272, {args.seconds:g} s, 30 fps, ~1.6 / 0.4 Mbit/s"
-    print(f"{count} videos ({what}), {name}, {torch.get_num_threads()} threads; whole processes, wall time")
-    for label, seconds, timing in results:
-        print(f"  {label:34s} {seconds:7.2f} s   {base / seconds:5.2f}x the original route")
+    print(f"{count} videos ({what}), {name}, {torch.get_num_threads()} threads; whole processes, wall time, "
+          f"median of {repeats} interleaved run(s)")
+    for label, (median, low, high, timing) in summary.items():
+        print(f"  {label:34s} {median:7.2f} s ({low:.2f}-{high:.2f})   {base / median:5.2f}x the original route")
         if timing:
             print(f"    {timing}")
     if args.csv:
-        write_rows(Path(args.csv), name, count, [(label, seconds) for label, seconds, _ in results])
+        write_rows(Path(args.csv), name, count, repeats, summary)
 
 
-def write_rows(path: Path, model: str, videos: int, results) -> None:
+def summarise(runs: list) -> tuple:
+    """``(median, fastest, slowest seconds, the timing line of the median run)``."""
+    ordered = sorted(runs, key=lambda r: r[0])
+    timing = ordered[(len(ordered) - 1) // 2][1]
+    return statistics.median(r[0] for r in runs), ordered[0][0], ordered[-1][0], timing
+
+
+def write_rows(path: Path, model: str, videos: int, repeats: int, summary: dict) -> None:
     from video3d_zoo.bench import machine_description
 
     new = not path.exists()
+    base = summary["original"][0]
     with open(path, "a", newline="") as fh:
         writer = csv.writer(fh)
         if new:
-            writer.writerow(["date", "machine", "torch", "model", "videos", "route", "wall_s", "speedup_vs_original"])
-        for label, seconds in results:
+            writer.writerow(["date", "machine", "torch", "model", "videos", "route", "runs", "wall_s", "wall_s_min",
+                             "wall_s_max", "speedup_vs_original"])
+        for label, (median, low, high, _) in summary.items():
             writer.writerow([datetime.date.today().isoformat(), f"{machine_description()}, "
-                             f"{torch.get_num_threads()} threads", torch.__version__, model, videos, label,
-                             f"{seconds:.2f}", f"{results[0][1] / seconds:.3f}"])
+                             f"{torch.get_num_threads()} threads", torch.__version__, model, videos, label, repeats,
+                             f"{median:.2f}", f"{low:.2f}", f"{high:.2f}", f"{base / median:.3f}"])
 
 
 if __name__ == "__main__":

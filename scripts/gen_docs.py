@@ -125,11 +125,15 @@ def end_to_end_table() -> str:
     if not rows:
         return "_No results committed yet: run `python benchmarks/extract_end_to_end.py --csv results/extract_end_to_end.csv`._"
     first = rows[0]
+    runs = first.get("runs") or "1"
     out = [f"Measured on {first['machine']}, torch {first['torch']}, {first['date']}: {first['videos']} videos, "
-           f"`{first['model']}`, whole processes (`results/extract_end_to_end.csv`).", "",
-           "| route | wall time (s) | vs the original route |", "|---|---|---|"]
+           f"`{first['model']}`, whole processes, median of {runs} interleaved run(s) "
+           "(`results/extract_end_to_end.csv`).", "",
+           "| route | wall time (s), median | fastest - slowest (s) | vs the original route (medians) |",
+           "|---|---|---|---|"]
     for r in rows:
-        out.append(f"| {r['route']} | {float(r['wall_s']):.2f} | {float(r['speedup_vs_original']):.2f}x |")
+        spread = f"{float(r['wall_s_min']):.2f} - {float(r['wall_s_max']):.2f}" if r.get("wall_s_min") else "-"
+        out.append(f"| {r['route']} | {float(r['wall_s']):.2f} | {spread} | {float(r['speedup_vs_original']):.2f}x |")
     return "\n".join(out)
 
 
