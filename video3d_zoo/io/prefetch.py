@@ -146,8 +146,8 @@ class Prefetcher(Iterator[T]):
 def decoding_cores(threads: int) -> int:
     """Cores a decoding thread gets beside a model using ``threads``: a quarter, at least one.
 
-    On the benchmark mix (720p and 640x272 H.264, resnet3d_50) decoding and resizing are about
-    a quarter of the core-seconds of compiled bf16 inference.
+    On the benchmark mix (720p and 640x272 H.264, compiled bf16 resnet3d_50) decoding and
+    resizing take about a quarter of the job's core-seconds (3.4 of 14.6).
     """
     return max(1, threads // 4)
 
