@@ -430,3 +430,10 @@ def test_a_failing_video_does_not_stop_the_decoding_thread(weights, originals, v
     assert torch.get_num_threads() == threads  # the model's turns on fewer threads are undone
     if threads > 1:  # decoding took turns with the model, decided before every batch
         assert summary.timing["batches"] >= 1 and 0 <= summary.timing["shared_batches"] <= summary.timing["batches"]
+
+
+def test_verbose_timing_of_a_run_with_nothing_to_do_says_so(weights, videos, tmp_path, capsys):
+    for _ in range(2):  # the second run finds every output up to date
+        code, out, _ = extract(capsys, weights["a"], videos, tmp_path / "out", "--verbose")
+        assert code == 0, out
+    assert "timing: no clip reached the model" in out and "0 clips" not in out

@@ -82,8 +82,8 @@ class ExtractionSummary:
     def describe_timing(self) -> str:
         """Where the run's time went: the model, waiting for decoded clips, decoding, the rest."""
         t = self.timing
-        if not t:
-            return "timing: nothing was extracted"
+        if not t or not t.get("clips"):
+            return "timing: no clip reached the model (every video was up to date, failed or empty)"
         clips, model = int(t.get("clips", 0)), t.get("model_s", 0.0)
         per_clip = f", {1000 * model / clips:.1f} ms/clip" if clips else ""
         mode = t.get("decoding", "inline")
