@@ -21,17 +21,23 @@ from typing import List
 
 import torch
 
-_SYMBOLS = ("AOTInductorModelContainerCreateWithDevice", "AOTInductorModelContainerRun",
-            "AOTInductorModelContainerGetNumOutputs", "AOTInductorModelContainerDelete")
+_HANDLE, _SIZE = ctypes.c_void_p, ctypes.c_size_t
+_HANDLES = ctypes.POINTER(ctypes.c_void_p)
+#: name -> argument types of the C functions used (each returns an int status, 0 = success)
+_SIGNATURES = {
+    "AOTInductorModelContainerCreateWithDevice": [ctypes.POINTER(_HANDLE), _SIZE, ctypes.c_char_p, ctypes.c_char_p],
+    "AOTInductorModelContainerRun": [_HANDLE, _HANDLES, _SIZE, _HANDLES, _SIZE, _HANDLE, _HANDLE],
+    "AOTInductorModelContainerGetNumOutputs": [_HANDLE, ctypes.POINTER(_SIZE)],
+    "AOTInductorModelContainerDelete": [_HANDLE],
+}
+_SYMBOLS = tuple(_SIGNATURES)
 
-
-def _capsule_api():
-    api = ctypes.pythonapi
-    api.PyCapsule_GetPointer.restype = ctypes.c_void_p
-    api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-    api.PyCapsule_New.restype = ctypes.py_object
-    api.PyCapsule_New.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
-    return api
+# Private prototypes of two Python C-API functions (PYFUNCTYPE keeps the GIL, as they need);
+# setting argtypes on ctypes.pythonapi itself would change them for every other user.
+_capsule_pointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
+    ("PyCapsule_GetPointer", ctypes.pythonapi))
+_new_capsule = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p)(
+    ("PyCapsule_New", ctypes.pythonapi))
 
 
 class LibraryRunner:
@@ -43,7 +49,9 @@ class LibraryRunner:
         missing = [name for name in _SYMBOLS if not hasattr(self._lib, name)]
         if missing:
             raise OSError(f"{self.path.name} does not export {', '.join(missing)}")
-        self._api = _capsule_api()
+        for name in _SYMBOLS:
+            function = getattr(self._lib, name)
+            function.argtypes, function.restype = _SIGNATURES[name], ctypes.c_int32
         self._handle = ctypes.c_void_p()
         self._call("AOTInductorModelContainerCreateWithDevice", ctypes.byref(self._handle), ctypes.c_size_t(1),
                    b"cpu", None)
@@ -60,11 +68,11 @@ class LibraryRunner:
     def run(self, inputs: List[torch.Tensor]) -> List[torch.Tensor]:
         capsules = torch._C._aoti.unsafe_alloc_void_ptrs_from_tensors(list(inputs))
         # The library takes ownership of the input handles and hands over the output handles.
-        handles = (ctypes.c_void_p * len(capsules))(*[self._api.PyCapsule_GetPointer(c, None) for c in capsules])
+        handles = (ctypes.c_void_p * len(capsules))(*[_capsule_pointer(c, None) for c in capsules])
         outputs = (ctypes.c_void_p * self.num_outputs)()
         self._call("AOTInductorModelContainerRun", self._handle, handles, ctypes.c_size_t(len(capsules)), outputs,
                    ctypes.c_size_t(self.num_outputs), None, None)
-        owned = [self._api.PyCapsule_New(pointer, None, None) for pointer in outputs]
+        owned = [_new_capsule(pointer, None, None) for pointer in outputs]
         return torch._C._aoti.alloc_tensors_by_stealing_from_void_ptrs(owned)
 
     def __del__(self) -> None:

@@ -84,14 +84,14 @@ class ExtractionSummary:
         t = self.timing
         if not t or not t.get("clips"):
             return "timing: no clip reached the model (every video was up to date, failed or empty)"
-        clips, model = int(t.get("clips", 0)), t.get("model_s", 0.0)
-        per_clip = f", {1000 * model / clips:.1f} ms/clip" if clips else ""
-        mode = t.get("decoding", "inline")
+        clips, model = int(t["clips"]), t.get("model_s", 0.0)
+        detail = f", {1000 * model / clips:.1f} ms/clip"
         if t.get("batches"):
-            per_clip += f"; {t.get('shared_batches', 0)} of {t['batches']} batches beside decoding"
+            detail += f"; {t.get('shared_batches', 0)} of {t['batches']} batches beside decoding"
+        mode = t.get("decoding", "inline")
         compiled = f"; loading or building the compiled model {t['compile_s']:.2f} s" if t.get("compile_s") else ""
         return (f"timing: {t.get('wall_s', 0.0):.2f} s in all{compiled}; "
-                f"model {model:.2f} s ({clips} clips{per_clip}); "
+                f"model {model:.2f} s ({clips} clips{detail}); "
                 f"waiting for decoded clips {t.get('waited_s', 0.0):.2f} s; decoding ({mode}) "
                 f"{t.get('decode_s', 0.0):.2f} s; writing {t.get('write_s', 0.0):.2f} s")
 
