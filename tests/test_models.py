@@ -150,3 +150,15 @@ def test_full_size_builds_on_meta_device(name):
     if name in FULL_SIZE_PARAMS:
         assert params == pytest.approx(FULL_SIZE_PARAMS[name], abs=1e-3)
     assert get_model_spec(name).description
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"shortcut_type": "C"}, "shortcut_type must be 'A' or 'B'"),
+    ({"num_classes": -1}, "num_classes must be an integer >= 0"),
+    ({"in_chans": 0}, "in_chans must be a positive integer"),
+])
+def test_architecture_values_a_model_refuses_are_config_errors_naming_the_model(kwargs, message):
+    from video3d_zoo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"resnet3d_18: {message}"):
+        video3d_zoo.create_model("resnet3d_18", **kwargs)

@@ -171,6 +171,10 @@ def _random_model(name: str, num_classes: Optional[int], in_chans: int, kwargs: 
     except TypeError as exc:
         check_arch_kwargs(name, kwargs)  # names create_model and the accepted arguments
         raise ConfigError(f"{name}: {exc}") from exc
+    except ValueError as exc:  # an argument value the architecture refuses (layers and models raise ValueError)
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{name}: {exc}") from exc
     recorded = {k: v for k, v in kwargs.items() if k != "init_weights"}  # not part of the architecture
     model.config = ModelConfig(architecture=name, num_classes=num_classes, arch_kwargs=recorded,
                                in_chans=in_chans, input_spec=input_preset(spec.input_preset))
