@@ -119,6 +119,8 @@ def main() -> None:
                         help="runs of every route, reported as the median (default 3; 1 with --tiny)")
     parser.add_argument("--csv", default=None, help="append the rows to this CSV file")
     args = parser.parse_args()
+    if args.repeats is not None and args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
     if shutil.which("ffmpeg") is None:
         sys.exit("the original route needs the ffmpeg command (apt-get install ffmpeg)")
     import video3d_zoo
