@@ -78,9 +78,9 @@ DYNAMO = textwrap.dedent("""
     step = sys.argv[1]
     import torch
     import video3d_zoo
-    from video3d_zoo.config import ModelConfig
-    from video3d_zoo.registry import get_model_spec
-    from video3d_zoo.weights import build_empty
+    from video3d_zoo.models.config import ModelConfig
+    from video3d_zoo.models.registry import get_model_spec
+    from video3d_zoo.weights.loading import build_empty
     if step == "meta_build_no_init":
         build_empty(ModelConfig(architecture=sys.argv[2], num_classes=700))
     elif step == "meta_build_with_init":
@@ -109,8 +109,8 @@ def prepare(work: Path, model_name: str):
 
     import video3d_zoo
     from hub_server import HubServer
-    from video3d_zoo.manifest import dumps
-    from video3d_zoo.weights import save_pretrained
+    from video3d_zoo.weights.manifest import dumps
+    from video3d_zoo.weights.loading import save_pretrained
 
     num_classes = 700
     model = video3d_zoo.create_model(model_name, num_classes=num_classes)
@@ -158,7 +158,7 @@ def write_rows(path: Path, model: str, repeats: int, seconds: dict, beyond: dict
 
     import torch
 
-    from video3d_zoo.bench import machine_description
+    from video3d_zoo.inference.bench import machine_description
 
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)

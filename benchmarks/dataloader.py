@@ -54,8 +54,8 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     from video3d_zoo import create_model
-    from video3d_zoo.config import InputSpec
-    from video3d_zoo.synthetic import make_synthetic
+    from video3d_zoo.models.config import InputSpec
+    from video3d_zoo.jobs.synthetic import make_synthetic
     from video3d_zoo.train.data import (ShardedBatchSampler, TrainClips, collate_train, make_sampling,
                                         read_folder, worker_init)
     from video3d_zoo.train.config import DataSection

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 import video3d_zoo
-from video3d_zoo.features import extract_features
+from video3d_zoo.jobs.features import extract_features
 from video3d_zoo.io import iter_video_clips
 
 

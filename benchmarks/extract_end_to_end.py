@@ -124,8 +124,8 @@ def main() -> None:
     if shutil.which("ffmpeg") is None:
         sys.exit("the original route needs the ffmpeg command (apt-get install ffmpeg)")
     import video3d_zoo
-    from video3d_zoo.compiled import available
-    from video3d_zoo.precision import bf16_supported
+    from video3d_zoo.inference.compiled import available
+    from video3d_zoo.inference.precision import bf16_supported
 
     repeats = args.repeats or (1 if args.tiny else 3)
     bf16 = bf16_supported(torch.device("cpu"))
@@ -158,7 +158,7 @@ def summarise(runs: list) -> tuple:
 
 
 def write_rows(path: Path, model: str, videos: int, repeats: int, summary: dict) -> None:
-    from video3d_zoo.bench import machine_description
+    from video3d_zoo.inference.bench import machine_description
 
     new = not path.exists()
     base = summary["original"][0]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from video3d_zoo.bench import format_rows, run_benchmark, write_csv
+from video3d_zoo.inference.bench import format_rows, run_benchmark, write_csv
 
 REPORTED = ["r3d_18", "resnet3d_50", "r2plus1d_18", "resnext3d_101"]
 

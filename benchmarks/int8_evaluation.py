@@ -46,8 +46,8 @@ import torch._dynamo
 from torch import nn
 
 from video3d_zoo.api import create_model
-from video3d_zoo.bench import machine_description
-from video3d_zoo.inference import fuse_conv_bn, optimize_for_inference
+from video3d_zoo.inference.bench import machine_description
+from video3d_zoo.inference.prepare import fuse_conv_bn, optimize_for_inference
 from video3d_zoo.io import iter_video_clips
 
 

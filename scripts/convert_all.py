@@ -14,11 +14,11 @@ For every manifest entry (``--only`` filters by shell pattern on ``model.tag``):
 1. find ``upstream.file`` (or one of ``upstream.alternate_files``) under ORIGINALS;
 2. check its sha256 against ``upstream.sha256`` / ``upstream.sha256_prefix`` when the manifest
    records one (``--no-verify-upstream`` skips this), and record the sha256 when it did not;
-3. convert it (``video3d_zoo.weights.convert_source``) and check that architecture, arguments,
+3. convert it (``video3d_zoo.weights.loading.convert_source``) and check that architecture, arguments,
    classes and frames are exactly the entry's, then build + load strictly and compare the
    parameter count with the entry's ``params``;
 4. write ``converted/<model>.<tag>/`` (``model.safetensors`` + ``config.json``);
-5. publish it (:func:`video3d_zoo.publish.publish_folder`) to ``ORG/<model>.<tag>``
+5. publish it (:func:`video3d_zoo.weights.publish.publish_folder`) to ``ORG/<model>.<tag>``
    (``--repo-template``), which writes the model card and returns the entry with ``hub`` filled.
 
 Results: ``converted/entries.jsonl`` (one finished entry per line) and, unless ``--dry-run``,
@@ -54,10 +54,10 @@ def find_original(originals: Path, names: List[str]) -> Optional[Path]:
 
 def convert_entry(entry, original: Path, out_dir: Path, verify_upstream: bool = True) -> Dict[str, object]:
     """Steps 2-4 for one entry; returns {"folder", "original_sha256"}; raises on any mismatch."""
-    from video3d_zoo.hub import sha256_file
-    from video3d_zoo.importer import disagreements
-    from video3d_zoo.profile import count_params
-    from video3d_zoo.weights import convert_source, load_converted, save_pretrained
+    from video3d_zoo.weights.hub import sha256_file
+    from video3d_zoo.weights.importer import disagreements
+    from video3d_zoo.inference.profile import count_params
+    from video3d_zoo.weights.loading import convert_source, load_converted, save_pretrained
 
     digest = sha256_file(original)
     up = entry.upstream
@@ -104,8 +104,8 @@ def main(argv=None) -> int:
         parser.error("--org is required unless --dry-run")
 
     sys.path.insert(0, str(ROOT))
-    from video3d_zoo.manifest import dumps, load_manifest, parse_manifest
-    from video3d_zoo.publish import publish_folder
+    from video3d_zoo.weights.manifest import dumps, load_manifest, parse_manifest
+    from video3d_zoo.weights.publish import publish_folder
 
     manifest = load_manifest(args.manifest)
     args.output.mkdir(parents=True, exist_ok=True)

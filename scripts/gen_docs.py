@@ -27,11 +27,11 @@ RESULTS = ROOT / "results"
 sys.path.insert(0, str(ROOT))
 
 import video3d_zoo  # noqa: E402
-from video3d_zoo.registry import get_model_spec, list_families  # noqa: E402
+from video3d_zoo.models.registry import get_model_spec, list_families  # noqa: E402
 
 
 def architecture_rows() -> Dict[str, List[dict]]:
-    from video3d_zoo.profile import profile
+    from video3d_zoo.inference.profile import profile
 
     rows: Dict[str, List[dict]] = {}
     for name in video3d_zoo.list_models():
@@ -63,7 +63,7 @@ def hub_text(entry) -> str:
 
 
 def models_page() -> str:
-    from video3d_zoo.manifest import load_manifest
+    from video3d_zoo.weights.manifest import load_manifest
 
     manifest = load_manifest()
     lines = ["# Model zoo", "",
@@ -158,7 +158,7 @@ def digest(data) -> str:
 
 
 def plot_accuracy_vs_gmacs(ax) -> list:
-    from video3d_zoo.manifest import load_manifest
+    from video3d_zoo.weights.manifest import load_manifest
 
     points = []
     for e in load_manifest().entries:
@@ -266,7 +266,7 @@ def render_plot(name: str, check: bool) -> Optional[str]:
 
 def alias_table() -> str:
     """What ``pretrained=True`` and each alias word select, for every model with pretrained weights."""
-    from video3d_zoo.manifest import load_manifest
+    from video3d_zoo.weights.manifest import load_manifest
 
     manifest = load_manifest()
     common = ["kinetics", "kinetics400", "kinetics700"]

@@ -47,7 +47,7 @@ def model_lines() -> list:
     """The README's model table: one row per family, in registration order, from the registry."""
     sys.path.insert(0, str(ROOT))
     import video3d_zoo  # noqa: F401  (registers every family)
-    from video3d_zoo.registry import MODELS, list_families
+    from video3d_zoo.models.registry import MODELS, list_families
 
     rows = ["| family | models | torch.hub aliases |", "|---|---|---|"]
     for family in list_families():

@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     if not args.no_validate:
         sys.path.insert(0, str(ROOT))
         from video3d_zoo.errors import ManifestError
-        from video3d_zoo.manifest import load_manifest
+        from video3d_zoo.weights.manifest import load_manifest
 
         try:
             manifest = load_manifest(SOURCE)

@@ -14,7 +14,7 @@ GOLDEN_DIRS = [DATA / "golden", ROOT.parent / "shared" / "golden" / "cases"]
 
 def tiny_kwargs(name: str) -> dict:
     """Small widths (the family's ``FamilySpec.tiny_kwargs``): every model runs forward + backward fast."""
-    from video3d_zoo.registry import family_of
+    from video3d_zoo.models.registry import family_of
 
     return dict(family_of(name).tiny_kwargs or {})
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from video3d_zoo.train.evaluate import EvalFailed, evaluate
-from video3d_zoo.cli import main as cli_main
+from video3d_zoo.cli.commands import main as cli_main
 from videos import write_video
 
 CLASSES = ("ApplyEyeMakeup", "Archery", "Basketball")
@@ -53,8 +53,8 @@ def ucf(tmp_path_factory):
 def weights(tmp_path_factory):
     """A tiny labelled ResNet-10 (4 frames, 32 px) saved as a zoo folder."""
     import video3d_zoo
-    from video3d_zoo.config import InputSpec
-    from video3d_zoo.weights import save_pretrained
+    from video3d_zoo.models.config import InputSpec
+    from video3d_zoo.weights.loading import save_pretrained
 
     torch.manual_seed(0)
     model = video3d_zoo.create_model("resnet3d_10", num_classes=3, widen_factor=0.125)
@@ -224,7 +224,7 @@ def test_weights_flag_refuses_a_model_name(ucf, capsys):
 
 # -- the model argument ------------------------------------------------------------------------------
 def test_model_tag_evaluates_the_embedded_weights(capsys, tmp_path):
-    from video3d_zoo.synthetic import make_synthetic
+    from video3d_zoo.jobs.synthetic import make_synthetic
 
     data = make_synthetic(tmp_path / "syn", videos_per_class=1, seed=11, test_fraction=1.0)
     report = run_json(["--model", "resnet3d_10.synthetic_motion", data], capsys)
@@ -282,7 +282,7 @@ def _no_nan(text: str) -> dict:
 
 
 def test_non_finite_logits_fail_their_video(weights, ucf, capsys, tmp_path):
-    from video3d_zoo.weights import from_pretrained
+    from video3d_zoo.weights.loading import from_pretrained
 
     root, ann = ucf
     model = NaNModel(from_pretrained(weights))
@@ -294,7 +294,7 @@ def test_non_finite_logits_fail_their_video(weights, ucf, capsys, tmp_path):
 
 
 def test_nothing_evaluated_is_null_and_exit_1(weights, ucf, capsys, tmp_path, monkeypatch):
-    from video3d_zoo.weights import from_pretrained
+    from video3d_zoo.weights.loading import from_pretrained
 
     evaluate_module = sys.modules["video3d_zoo.train.evaluate"]
 

@@ -19,13 +19,13 @@ import pytest
 import torch
 
 import video3d_zoo
-from video3d_zoo import extract as extract_module
-from video3d_zoo import features as features_module
-from video3d_zoo.cli import main as cli_main
+from video3d_zoo.jobs import extract as extract_module
+from video3d_zoo.jobs import features as features_module
+from video3d_zoo.cli.commands import main as cli_main
 from video3d_zoo.errors import ConfigError, NonFiniteError
-from video3d_zoo.extract import run_extraction
-from video3d_zoo.features import classify_video, extract_features
-from video3d_zoo.provenance import IDENTITY_KEYS, weights_digest
+from video3d_zoo.jobs.extract import run_extraction
+from video3d_zoo.jobs.features import classify_video, extract_features
+from video3d_zoo.jobs.provenance import IDENTITY_KEYS, weights_digest
 
 from videos import write_video
 
@@ -177,7 +177,7 @@ def test_rerun_skips_only_exact_matches(weights, videos, tmp_path, capsys, chang
 
 
 def test_large_sources_are_identified_by_size_and_both_ends(tmp_path):
-    from video3d_zoo.provenance import source_identity
+    from video3d_zoo.jobs.provenance import source_identity
 
     big = tmp_path / "big.mp4"
     big.write_bytes(bytes(3 << 20))
@@ -411,8 +411,8 @@ def test_overlapped_inline_and_worker_decoding_write_the_same_features(weights, 
 
 
 def test_clips_decoded_ahead_are_bounded_by_memory_but_cover_two_batches():
-    from video3d_zoo.config import InputSpec
-    from video3d_zoo.extract import _queue_depth
+    from video3d_zoo.models.config import InputSpec
+    from video3d_zoo.jobs.extract import _queue_depth
 
     assert _queue_depth(InputSpec(frames=16, crop_size=112, resize=112), 8) == 64  # 2.4 MB a clip
     assert _queue_depth(InputSpec(frames=16, crop_size=112, resize=112), 32) == 96

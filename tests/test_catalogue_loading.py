@@ -27,13 +27,13 @@ import torch
 from hub_server import HubServer
 
 from video3d_zoo import create_model, from_pretrained
-from video3d_zoo.cli import main as cli_main
-from video3d_zoo.config import InputSpec, ModelConfig
+from video3d_zoo.cli.commands import main as cli_main
+from video3d_zoo.models.config import InputSpec, ModelConfig
 from video3d_zoo.errors import CheckpointError, ConfigError, IntegrityError, ManifestError
-from video3d_zoo.hub import remove_cached
-from video3d_zoo.manifest import MANIFEST_ENV, dumps, load_manifest, parse_manifest
-from video3d_zoo.tensor_checks import check_materialised_size, compact_state_dict
-from video3d_zoo.weights import convert_to_folder, save_pretrained
+from video3d_zoo.weights.hub import remove_cached
+from video3d_zoo.weights.manifest import MANIFEST_ENV, dumps, load_manifest, parse_manifest
+from video3d_zoo.weights.tensor_checks import check_materialised_size, compact_state_dict
+from video3d_zoo.weights.loading import convert_to_folder, save_pretrained
 
 ARCH, KW, CLASSES = "resnet3d_10", {"widen_factor": 0.125}, 5
 REPO, FILE = "test-org/catalogue", "model.safetensors"

@@ -17,12 +17,12 @@ import pytest
 import torch
 
 from video3d_zoo.errors import TrainingDivergedError, Video3DZooError
-from video3d_zoo.synthetic import make_synthetic
+from video3d_zoo.jobs.synthetic import make_synthetic
 from video3d_zoo.train import TrainConfigError, load_config, train
 from video3d_zoo.train import config as config_mod
 from video3d_zoo.train.checkpoint import load_checkpoint
 from video3d_zoo.train.guard import NAN_ENV, DivergenceGuard, nonfinite_names
-from video3d_zoo.cli import main as cli_main
+from video3d_zoo.cli.commands import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 

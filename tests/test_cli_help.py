@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from video3d_zoo.cli import build_parser
+from video3d_zoo.cli.commands import build_parser
 from video3d_zoo.version import __version__
 
 PARSER = build_parser()

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import video3d_zoo
-from video3d_zoo import compiled
-from video3d_zoo.inference import bf16_supported, optimize_for_inference
+from video3d_zoo.inference.prepare import compiled
+from video3d_zoo.inference.prepare import bf16_supported, optimize_for_inference
 
 pytestmark = pytest.mark.skipif(not compiled.available(), reason="this torch has no AOTInductor CPU runner")
 
@@ -119,7 +119,7 @@ def test_a_later_process_loads_the_library_without_importing_the_compiler(built,
 
     code = ("import sys, torch, video3d_zoo\n"
             "from video3d_zoo import compiled\n"
-            "from video3d_zoo.inference import optimize_for_inference\n"
+            "from video3d_zoo.inference.prepare import optimize_for_inference\n"
             "torch.manual_seed(0)\n"
             "model = video3d_zoo.create_model('resnet3d_10', widen_factor=0.125, num_classes=5).eval()\n"
             "prepared = optimize_for_inference(model).model\n"
@@ -180,7 +180,7 @@ def test_clips_of_another_length_get_their_own_library_not_an_error():
 
 
 def test_libraries_are_called_through_their_c_interface_like_torchs_runner(built):
-    from video3d_zoo.compiled_call import LibraryRunner
+    from video3d_zoo.inference.compiled_call import LibraryRunner
 
     _, example, runner, _ = built
     assert isinstance(runner, LibraryRunner)
@@ -189,7 +189,7 @@ def test_libraries_are_called_through_their_c_interface_like_torchs_runner(built
 
 
 def test_a_library_without_the_expected_c_interface_gets_torchs_runner(built, monkeypatch):
-    from video3d_zoo import compiled_call
+    from video3d_zoo.inference.prepare import compiled_call
 
     _, example, runner, _ = built
     monkeypatch.setattr(compiled_call, "_SYMBOLS", (*compiled_call._SYMBOLS, "AOTInductorNoSuchFunction"))

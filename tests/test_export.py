@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import video3d_zoo
-from video3d_zoo.cli import main as cli_main
+from video3d_zoo.cli.commands import main as cli_main
 from video3d_zoo.errors import ExportError
-from video3d_zoo.export import export_onnx
+from video3d_zoo.inference.export import export_onnx
 
 from helpers import tiny_kwargs
 

@@ -18,11 +18,11 @@ from torch import nn
 
 import video3d_zoo
 from video3d_zoo import create_model, from_pretrained, save_pretrained
-from video3d_zoo.convert import convert_checkpoint
+from video3d_zoo.weights.convert import convert_checkpoint
 from video3d_zoo.errors import CheckpointError
 from video3d_zoo.layers import VideoClassifier
-from video3d_zoo.layout import LayoutReading, non_defaults, tensor_shape
-from video3d_zoo.registry import (FAMILIES, MODELS, FamilySpec, family_of, family_problems, list_families,
+from video3d_zoo.models.layout import LayoutReading, non_defaults, tensor_shape
+from video3d_zoo.models.registry import (FAMILIES, MODELS, FamilySpec, family_of, family_problems, list_families,
                                   list_models, register_family, register_model)
 
 from helpers import ROOT, small_input, tiny_kwargs
@@ -112,9 +112,9 @@ def no_shape_inference(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("shape inference ran while loading a zoo folder")
 
-    import video3d_zoo.convert as convert
-    import video3d_zoo.convert.infer as infer
-    import video3d_zoo.registry as registry
+    import video3d_zoo.weights.convert as convert
+    import video3d_zoo.weights.convert.infer as infer
+    import video3d_zoo.models.registry as registry
 
     for module, attr in ((convert, "infer_architecture"), (infer, "infer_architecture"),
                          (infer, "match_family"), (registry, "match_family")):
@@ -215,7 +215,7 @@ def test_a_new_family_gets_tests_docs_and_conversion_from_the_registry(scratch_r
     save_pretrained(model, tmp_path / "toy")
     same_outputs(model, from_pretrained(tmp_path / "toy"))
     # docs: the family's section and its models' rows (profiling stubbed: only the table is tested)
-    monkeypatch.setattr("video3d_zoo.profile.profile",
+    monkeypatch.setattr("video3d_zoo.inference.profile.profile",
                         lambda name, **kw: SimpleNamespace(params_millions=1.0, gmacs=2.0))
     page = load_gen_docs().models_page()
     assert "## Toy 3D nets" in page and "| `toy3d_2` |  | 1.00 | 2.00 | Toy 3D net with two blocks" in page

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from video3d_zoo import from_pretrained
-from video3d_zoo.convert import detect_layout
-from video3d_zoo.inference import optimize_for_inference
+from video3d_zoo.weights.convert import detect_layout
+from video3d_zoo.inference.prepare import optimize_for_inference
 
 from helpers import golden_case_files
 

@@ -17,10 +17,10 @@ from helpers import ROOT
 from hub_server import HubServer
 
 import video3d_zoo
-from video3d_zoo import hub as zoo_hub
+from video3d_zoo.weights.loading import hub as zoo_hub
 from video3d_zoo.errors import DownloadError, IntegrityError
-from video3d_zoo.manifest import MANIFEST_ENV, dumps
-from video3d_zoo.weights import save_pretrained
+from video3d_zoo.weights.manifest import MANIFEST_ENV, dumps
+from video3d_zoo.weights.loading import save_pretrained
 
 REPO = "test-org/resnet3d_10-tiny"
 FILE = "model.safetensors"

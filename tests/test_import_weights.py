@@ -27,14 +27,14 @@ from helpers import ROOT, as_2017
 from videos import write_video
 
 import video3d_zoo
-from video3d_zoo import cli
-from video3d_zoo.config import ModelConfig
+from video3d_zoo.cli.commands import commands as cli
+from video3d_zoo.models.config import ModelConfig
 from video3d_zoo.errors import IntegrityError, Video3DZooError, WeightsNotFoundError
-from video3d_zoo.importer import ALREADY, INSTALLED, REFUSED, import_weights
-from video3d_zoo.installed import HOME_ENV, read_record, weights_home
-from video3d_zoo.labels import load_label_set
-from video3d_zoo.manifest import MANIFEST_ENV, dumps, load_manifest
-from video3d_zoo.weights import WeightsUnavailableError, build_empty, from_pretrained, save_pretrained
+from video3d_zoo.weights.importer import ALREADY, INSTALLED, REFUSED, import_weights
+from video3d_zoo.weights.installed import HOME_ENV, read_record, weights_home
+from video3d_zoo.weights.labels import load_label_set
+from video3d_zoo.weights.manifest import MANIFEST_ENV, dumps, load_manifest
+from video3d_zoo.weights.loading import WeightsUnavailableError, build_empty, from_pretrained, save_pretrained
 
 DENSENET = "densenet-121-kinetics.pth"
 DENSENET_ENTRY = "densenet3d_121.k400_16f"
@@ -359,7 +359,7 @@ def test_resnet3d_10_has_no_default_the_toy_is_reached_by_its_tag():
     with pytest.raises(WeightsNotFoundError, match="no default pretrained weights.*synthetic_motion"):
         video3d_zoo.resnet3d_10(pretrained=True)
     assert video3d_zoo.load_model("resnet3d_10.synthetic_motion").config.num_classes == 8
-    from video3d_zoo.demo import DEMO_WEIGHTS
+    from video3d_zoo.jobs.demo import DEMO_WEIGHTS
 
     assert DEMO_WEIGHTS == "resnet3d_10.synthetic_motion"
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import video3d_zoo
-from video3d_zoo.inference import bf16_supported, fuse_conv_bn, optimize_for_inference
+from video3d_zoo.inference.prepare import bf16_supported, fuse_conv_bn, optimize_for_inference
 
 from helpers import small_input, tiny_kwargs
 
@@ -81,7 +81,7 @@ def test_compiled_path_matches():
 
 
 def test_the_prepared_model_hashes_its_weights_once():
-    from video3d_zoo.provenance import weights_digest
+    from video3d_zoo.jobs.provenance import weights_digest
 
     model = randomised("resnet3d_10")
     fast = optimize_for_inference(model)

@@ -12,7 +12,7 @@ import torch
 
 from videos import (FORMATS, frame_ids, has_encoder, marker_quadrant, write_audio_only,
                     write_video)
-from video3d_zoo.config import input_preset
+from video3d_zoo.models.config import input_preset
 from video3d_zoo.errors import ConfigError, VideoDecodeError
 from video3d_zoo.io import (ClipPreprocessor, apply_rotation, center_crop, clip_starts, hflip,
                             iter_frames, iter_video_clips, loop_pad, multiscale_corner_crop,

@@ -15,13 +15,13 @@ from torch import nn
 
 from helpers import ROOT, golden_case_files, tiny_kwargs
 
-from video3d_zoo.config import input_preset
+from video3d_zoo.models.config import input_preset
 from video3d_zoo.errors import ManifestError, WeightsNotFoundError
-from video3d_zoo.manifest import (MANIFEST_ENV, dumps, load_manifest, manifest_path, packaged_manifest_path,
+from video3d_zoo.weights.manifest import (MANIFEST_ENV, dumps, load_manifest, manifest_path, packaged_manifest_path,
                                   parse_manifest)
-from video3d_zoo.profile import count_params, profile
-from video3d_zoo.registry import build_model, list_models
-from video3d_zoo.weights import build_empty
+from video3d_zoo.inference.profile import count_params, profile
+from video3d_zoo.models.registry import build_model, list_models
+from video3d_zoo.weights.loading import build_empty
 
 ROOT_MANIFEST = ROOT / "weights_manifest.json"
 
@@ -159,7 +159,7 @@ def test_torchvision_accuracies_are_its_video_level_metadata(manifest):
 def test_nothing_is_published_yet_and_the_error_says_what_to_do(manifest):
     for entry in manifest.entries:
         assert entry.hub is None, f"{entry.name}: update this test once weights are published"
-    from video3d_zoo.weights import fetch_converted
+    from video3d_zoo.weights.loading import fetch_converted
 
     with pytest.raises(WeightsNotFoundError) as info:
         fetch_converted("resnet3d_50", "kinetics", manifest=manifest)
@@ -279,7 +279,7 @@ def _synthetic_original(case):
 
 
 def test_converting_each_released_layout_gives_the_entry_config(manifest):
-    from video3d_zoo.convert import convert_checkpoint
+    from video3d_zoo.weights.convert import convert_checkpoint
 
     by_file = {}
     for entry in manifest.entries:
@@ -343,7 +343,7 @@ def test_one_default_per_model_and_aliases_point_to_real_tags(manifest):
 
 
 def test_list_pretrained(manifest, monkeypatch):
-    import video3d_zoo.manifest as m
+    import video3d_zoo.weights.manifest as m
 
     names = manifest.list_pretrained()
     assert names == sorted(names) and len(names) == len(manifest.entries)
@@ -383,7 +383,7 @@ def test_a_good_manifest_parses():
 
 
 def test_labels_by_packaged_list_name_resolve_and_round_trip():
-    from video3d_zoo.labels import load_label_set
+    from video3d_zoo.weights.labels import load_label_set
 
     m = parse_manifest(_manifest(_good_entry(num_classes=51, labels="hmdb51", labels_source="checked")))
     entry = m.entries[0]

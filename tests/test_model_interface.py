@@ -17,7 +17,7 @@ import video3d_zoo
 from video3d_zoo.api import architecture_arguments
 from video3d_zoo.errors import ConfigError
 from video3d_zoo.layers import DropPath, FeatureInfo, FeatureInfoList, drop_path, take_indices
-from video3d_zoo.param_groups import group_parameters, param_groups_layer_decay, param_groups_weight_decay
+from video3d_zoo.train.param_groups import group_parameters, param_groups_layer_decay, param_groups_weight_decay
 
 from helpers import small_input, tiny_kwargs
 
@@ -72,7 +72,7 @@ class _SavedCounter:
 
 
 def _first_of_each_family():
-    from video3d_zoo.registry import get_model_spec
+    from video3d_zoo.models.registry import get_model_spec
 
     firsts = {}
     for name in ALL_MODELS:
@@ -239,7 +239,7 @@ def test_backbone_through_every_load_path(saved_folders):
 def test_backbone_with_manifest_weights_fast_path_and_compile():
     import torch._dynamo
 
-    from video3d_zoo.inference import optimize_for_inference
+    from video3d_zoo.inference.prepare import optimize_for_inference
 
     full = video3d_zoo.create_model("resnet3d_10", pretrained="synthetic_motion").eval()  # the embedded weights
     backbone = video3d_zoo.create_model("resnet3d_10", pretrained="synthetic_motion", features_only=True, out_indices=(2,)).eval()
@@ -258,8 +258,8 @@ def test_backbone_with_manifest_weights_fast_path_and_compile():
 
 
 def test_extraction_of_a_stage_stops_there_without_hooks():
-    from video3d_zoo.features import clip_outputs
-    from video3d_zoo.inference import optimize_for_inference
+    from video3d_zoo.jobs.features import clip_outputs
+    from video3d_zoo.inference.prepare import optimize_for_inference
 
     for name in ("resnet3d_10", "densenet3d_121"):
         model = build(name).eval()
@@ -428,7 +428,7 @@ def test_unknown_argument_names_create_model_and_the_accepted_ones(name):
 
 
 def test_unknown_argument_is_refused_before_any_weights_are_read(saved_folders, monkeypatch):
-    import video3d_zoo.weights as weights
+    import video3d_zoo.weights.loading as weights
 
     monkeypatch.setattr(weights, "convert_source", lambda *a, **k: pytest.fail("weights were read"))
     with pytest.raises(ConfigError, match="'layers' is fixed by the model name"):

@@ -7,7 +7,7 @@ import torch
 
 import video3d_zoo
 from video3d_zoo.errors import InputShapeError
-from video3d_zoo.registry import get_model_spec
+from video3d_zoo.models.registry import get_model_spec
 
 from helpers import small_input, tiny_kwargs
 

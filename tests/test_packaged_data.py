@@ -13,8 +13,8 @@ import pytest
 
 from helpers import ROOT
 
-from video3d_zoo.labels import LABEL_SETS, load_label_set
-from video3d_zoo.train_configs import list_configs, packaged_configs_dir, resolve_config_path
+from video3d_zoo.weights.labels import LABEL_SETS, load_label_set
+from video3d_zoo.train.recipes import list_configs, packaged_configs_dir, resolve_config_path
 
 PACKAGE = ROOT / "video3d_zoo"
 # sha256 of each list as gathered and cross-checked (../shared/labels/README.md)

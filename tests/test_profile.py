@@ -7,7 +7,7 @@ import logging
 import pytest
 
 import video3d_zoo
-from video3d_zoo.profile import profile
+from video3d_zoo.inference.profile import profile
 
 
 @pytest.mark.parametrize("name,gmacs,params", [

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from videos import write_video
-from video3d_zoo.config import input_preset
+from video3d_zoo.models.config import input_preset
 from video3d_zoo.errors import ConfigError, VideoDecodeError
 from video3d_zoo.io import ClipPreprocessor, ClipProtocol, crop_at, iter_video_clips, read_frames, video_clips
 

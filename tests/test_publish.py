@@ -18,10 +18,10 @@ from hub_server import HubServer
 
 import video3d_zoo
 from video3d_zoo.errors import ConfigError
-from video3d_zoo.manifest import MANIFEST_ENV, dumps, load_manifest, parse_manifest
-from video3d_zoo.cli import main as cli_main
-from video3d_zoo.publish import publish_folder
-from video3d_zoo.weights import save_pretrained
+from video3d_zoo.weights.manifest import MANIFEST_ENV, dumps, load_manifest, parse_manifest
+from video3d_zoo.cli.commands import main as cli_main
+from video3d_zoo.weights.publish import publish_folder
+from video3d_zoo.weights.loading import save_pretrained
 
 
 @pytest.fixture

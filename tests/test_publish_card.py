@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import video3d_zoo
-from video3d_zoo.manifest import dumps
-from video3d_zoo.publish import publish_folder
-from video3d_zoo.weights import save_pretrained
+from video3d_zoo.weights.manifest import dumps
+from video3d_zoo.weights.publish import publish_folder
+from video3d_zoo.weights.loading import save_pretrained
 
 LABELS = ("left", "right", "zoom")
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import video3d_zoo
-from video3d_zoo.cli import main as cli_main
+from video3d_zoo.cli.commands import main as cli_main
 from video3d_zoo.errors import ConfigError, RegistryError, UnknownModelError
-from video3d_zoo.registry import MODELS, ModelRegistry, ModelSpec
+from video3d_zoo.models.registry import MODELS, ModelRegistry, ModelSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 

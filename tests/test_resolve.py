@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import video3d_zoo
-from video3d_zoo import cli
+from video3d_zoo.cli.commands import commands as cli
 from videos import write_video
 from video3d_zoo.errors import ConfigError, IntegrityError, UnknownModelError, Video3DZooError
-from video3d_zoo.resolve import load_model, parse_model_ref
-from video3d_zoo.weights import fetch_converted, from_pretrained, save_pretrained
+from video3d_zoo.weights.resolve import load_model, parse_model_ref
+from video3d_zoo.weights.loading import fetch_converted, from_pretrained, save_pretrained
 
 
 def _same_weights(a, b) -> bool:
@@ -155,7 +155,7 @@ def test_every_command_resolves_models_the_same_way(monkeypatch, capsys, tmp_pat
         seen.append(text)
         raise _Sentinel("stop here")
 
-    monkeypatch.setattr("video3d_zoo.resolve.load_model", recording)
+    monkeypatch.setattr("video3d_zoo.weights.resolve.load_model", recording)
     assert cli.main(argv) == 2
     assert seen == [ref]
     assert "stop here" in capsys.readouterr().err

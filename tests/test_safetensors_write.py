@@ -10,8 +10,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 import video3d_zoo
-from video3d_zoo.checkpoint_files import read_checkpoint
-from video3d_zoo.safetensors_write import ALIGNMENT, save_aligned
+from video3d_zoo.weights.checkpoint_files import read_checkpoint
+from video3d_zoo.weights.safetensors_write import ALIGNMENT, save_aligned
 
 
 def test_every_dtype_and_shape_round_trips_through_safetensors_own_reader(tmp_path):

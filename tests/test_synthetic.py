@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from video3d_zoo.synthetic import CLASSES, _Scene, iter_videos, make_synthetic, render_video, video_rng
+from video3d_zoo.jobs.synthetic import CLASSES, _Scene, iter_videos, make_synthetic, render_video, video_rng
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from video3d_zoo.synthetic import make_synthetic
+from video3d_zoo.jobs.synthetic import make_synthetic
 from video3d_zoo.train import DataError, DataIssues, TrainConfigError, load_config, read_folder, train
 from video3d_zoo.train.config import parse_override
 from video3d_zoo.train.data import (ShardedBatchSampler, TrainClips, collate_train, make_sampling, read_hmdb51,
@@ -99,7 +99,7 @@ def test_overrides_and_validation(tmp_path):
 def test_committed_configs_validate(path):
     cfg = load_config(path)
     assert cfg.model.name
-    from video3d_zoo.registry import get_model_spec
+    from video3d_zoo.models.registry import get_model_spec
 
     get_model_spec(cfg.model.name.split(".")[0])
 
@@ -179,7 +179,7 @@ def test_ucf101_and_hmdb51_readers(dataset, tmp_path):
 
 
 def test_undecodable_video_is_replaced_and_reported(dataset, tmp_path):
-    from video3d_zoo.config import InputSpec
+    from video3d_zoo.models.config import InputSpec
 
     bad = tmp_path / "move_up" / "bad.mp4"
     bad.parent.mkdir()
@@ -237,7 +237,7 @@ def test_schedules():
 
 # -- the trainer --------------------------------------------------------------------------------------
 def test_training_run_writes_everything(trained):
-    from video3d_zoo.weights import from_pretrained
+    from video3d_zoo.weights.loading import from_pretrained
 
     path, run = trained
     rows = list(csv.DictReader(open(run / "log.csv")))
@@ -351,7 +351,7 @@ def test_two_process_gloo_matches_one_process(dataset, tmp_path):
 
 # -- evaluation ---------------------------------------------------------------------------------------
 def test_eval_json_and_skipped_videos(trained, dataset, tmp_path, capsys):
-    from video3d_zoo.cli import main as cli_main
+    from video3d_zoo.cli.commands import main as cli_main
 
     _path, run = trained
     assert cli_main(["eval", "--weights", str(run / "export"), str(dataset), "--json", "--out", str(tmp_path / "ev")]) == 0

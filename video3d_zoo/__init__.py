@@ -11,14 +11,14 @@ Every registered model also has a factory function of the same name
 
 from . import models as _models  # noqa: F401  (registers every architecture)
 from .api import create_model, public_factories
-from .config import INPUT_PRESETS, InputSpec, ModelConfig
+from .models.config import INPUT_PRESETS, InputSpec, ModelConfig
 from .errors import Video3DZooError
 from .version import __version__
-from .manifest import list_pretrained
-from .importer import import_weights
-from .registry import get_model_spec, list_models
-from .resolve import load_model, parse_model_ref
-from .weights import from_pretrained, save_pretrained
+from .weights.manifest import list_pretrained
+from .weights.importer import import_weights
+from .models.registry import get_model_spec, list_models
+from .weights.resolve import load_model, parse_model_ref
+from .weights.loading import from_pretrained, save_pretrained
 
 
 _FACTORIES = public_factories()

@@ -1,7 +1,7 @@
 """Public model construction: :func:`create_model` and one factory function per registered model.
 
 ``create_model("resnet3d_50")`` builds a randomly initialised network;
-``create_model("resnet3d_50", pretrained=...)`` goes through :func:`video3d_zoo.weights.load_pretrained`,
+``create_model("resnet3d_50", pretrained=...)`` goes through :func:`video3d_zoo.weights.loading.load_pretrained`,
 the single path every pretrained load takes (factory functions and ``hubconf.py`` included).
 """
 
@@ -17,9 +17,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from .config import ModelConfig, input_preset
+from .models.config import ModelConfig, input_preset
 from .errors import ConfigError
-from .registry import MODELS, get_model_spec, list_models
+from .models.registry import MODELS, get_model_spec, list_models
 
 PretrainedArg = Any  # None | bool | str (tag, alias or path)
 
@@ -48,7 +48,7 @@ def create_model(name: str, pretrained: PretrainedArg = None, num_classes: Optio
     Args:
         name: a registered name or alias (``list_models()``), optionally ``name.tag``; or
             ``hf-hub:ORG/REPO[@REVISION]`` for a zoo folder on the Hugging Face Hub.
-            (:func:`video3d_zoo.resolve.load_model` reads every kind of reference, paths too.)
+            (:func:`video3d_zoo.weights.resolve.load_model` reads every kind of reference, paths too.)
         pretrained: ``None``/``False`` for random weights; ``True`` for the default weights of
             the model (or of ``tag``); a tag (``"k400_64f"``) or alias (``"kinetics"``) from
             the weights manifest; or a path to a local checkpoint file or folder.
@@ -70,7 +70,7 @@ def create_model(name: str, pretrained: PretrainedArg = None, num_classes: Optio
             ``drop_path_rate=0.1``, ``global_pool="max"``); an unknown one is a
             :class:`~video3d_zoo.errors.ConfigError` listing every accepted argument.
 
-    The returned model carries ``model.config`` (a :class:`~video3d_zoo.config.ModelConfig`)
+    The returned model carries ``model.config`` (a :class:`~video3d_zoo.models.config.ModelConfig`)
     and ``model.pretrained_cfg`` (the weights' metadata as a dict).
     """
     if out_indices is not None and not features_only:
@@ -86,7 +86,7 @@ def create_model(name: str, pretrained: PretrainedArg = None, num_classes: Optio
     if isinstance(name, str) and name.startswith("hf-hub:"):
         if pretrained not in (None, True):
             raise ConfigError(f"{name!r} names its weights; pretrained={pretrained!r} cannot select others")
-        from .resolve import load_model
+        from .weights.resolve import load_model
 
         return load_model(name, num_classes=num_classes, in_chans=None if in_chans == 3 else in_chans,
                           allow_nonfinite=allow_nonfinite, **load_options, **kwargs)
@@ -107,7 +107,7 @@ def create_model(name: str, pretrained: PretrainedArg = None, num_classes: Optio
         if features_only:
             model.as_backbone(out_indices)
         return model
-    from .weights import load_pretrained
+    from .weights.loading import load_pretrained
 
     return load_pretrained(canonical, pretrained, num_classes=num_classes, in_chans=in_chans,
                            arch_kwargs=kwargs, allow_nonfinite=allow_nonfinite, **load_options)

@@ -1,6 +1,6 @@
 """Video input: decoding (PyAV), clip sampling and preprocessing for the zoo's models.
 
->>> from video3d_zoo.config import input_preset
+>>> from video3d_zoo.models.config import input_preset
 >>> from video3d_zoo.io import iter_video_clips
 >>> for clip in iter_video_clips("video.mp4", input_preset("kenshohara2020")):  # doctest: +SKIP
 ...     logits = model(clip.tensor[None])

@@ -3,7 +3,7 @@
 Feature extraction, classification, evaluation and training-time validation all build their
 clips here, so the same weights always see the same tensors whichever command feeds them.
 A :class:`ClipProtocol` says *which* clips (temporal windows and spatial crops); the
-:class:`~video3d_zoo.config.InputSpec` of the weights says *how* each is preprocessed
+:class:`~video3d_zoo.models.config.InputSpec` of the weights says *how* each is preprocessed
 (resize, crop, value range, mean and std).
 
 Temporal sampling:
@@ -37,7 +37,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from ..config import InputSpec, input_preset
+from ..models.config import InputSpec, input_preset
 from ..errors import ConfigError
 from .clips import LAST_POLICIES, clip_starts, loop_pad
 from .decode import DecodeReport, DecodedFrame, FrameStream, iter_frames

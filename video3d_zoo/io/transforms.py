@@ -1,4 +1,4 @@
-"""Turn uint8 RGB frames into model input, following an :class:`~video3d_zoo.config.InputSpec`.
+"""Turn uint8 RGB frames into model input, following an :class:`~video3d_zoo.models.config.InputSpec`.
 
 Frames are ``T x H x W x 3`` (one clip) or ``N x T x H x W x 3`` (a batch of clips), uint8
 RGB as :func:`~video3d_zoo.io.decode.read_frames` returns them.  Inference preprocessing is
@@ -38,7 +38,7 @@ from typing import Any, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from ..config import InputSpec, input_preset
+from ..models.config import InputSpec, input_preset
 from ..errors import ConfigError, InputShapeError
 from .clips import RandomSource, _randint
 

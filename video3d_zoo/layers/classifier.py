@@ -63,7 +63,7 @@ class VideoClassifier(nn.Module):
     """Base class: a clip (N x C x T x H x W) in, class logits out.
 
     Any module may list ``fusable_pairs``: ``(conv, bn)`` attribute names where the BatchNorm
-    directly follows the convolution, so inference can fold it (see ``video3d_zoo.inference``).
+    directly follows the convolution, so inference can fold it (see ``video3d_zoo.inference.prepare``).
 
     Subclasses build their layers, call :meth:`_spine_op` for every op that changes the
     size of the feature map (in forward order) and :meth:`_add_stage` after each stage,
@@ -367,7 +367,7 @@ class VideoClassifier(nn.Module):
         ``{"stem": regex, "blocks": regex or [(regex, suffix), ...]}``; the numbers a regex captures
         order the groups (one per stage when ``coarse``, else one per block); parameters matched by
         neither (the classifier, a final norm) form the last group.  See
-        :func:`video3d_zoo.param_groups.param_groups_layer_decay`."""
+        :func:`video3d_zoo.train.param_groups.param_groups_layer_decay`."""
         raise NotImplementedError
 
     # -- metadata -----------------------------------------------------------------------------

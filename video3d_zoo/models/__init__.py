@@ -1,7 +1,7 @@
 """Model families; importing this package registers every architecture and family.
 
 A family is one module here: its builders (``@register_model``) and, next to them, its
-:class:`~video3d_zoo.registry.FamilySpec` (``register_family``).  Import order is the order of
+:class:`~video3d_zoo.models.registry.FamilySpec` (``register_family``).  Import order is the order of
 the docs' sections.
 """
 

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import VideoClassifier, init_conv_bn
-from ..layout import LayoutReading, depth_of, has_conv, non_defaults, tensor_shape
-from ..registry import FamilySpec, register_family, register_model
+from .layout import LayoutReading, depth_of, has_conv, non_defaults, tensor_shape
+from .registry import FamilySpec, register_family, register_model
 
 DEPTH_BLOCKS = {
     121: (6, 12, 24, 16),

@@ -25,9 +25,9 @@ from torch import nn
 
 from ..layers import RESNET_DEPTHS as DEPTH_LAYERS
 from ..layers import ResNetTrunk, Triple, make_drop_path
-from ..layout import (LayoutReading, count_blocks, depth_for, first_block_widths, has_conv, non_defaults,
+from .layout import (LayoutReading, count_blocks, depth_for, first_block_widths, has_conv, non_defaults,
                       residual_block, shortcut_kwargs, stage_block_counts, tensor_shape, widen_kwargs)
-from ..registry import FamilySpec, register_family, register_model
+from .registry import FamilySpec, register_family, register_model
 
 STAGE_WIDTHS = (64, 128, 256, 512)
 

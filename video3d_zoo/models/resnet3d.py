@@ -37,10 +37,10 @@ from torch import nn
 
 from ..layers import RESNET_DEPTHS as DEPTH_LAYERS
 from ..layers import ResNetTrunk, Triple, make_drop_path
-from ..layout import (LayoutReading, depth_for, first_block_widths, has_conv, block_input_normalised,
+from .layout import (LayoutReading, depth_for, first_block_widths, has_conv, block_input_normalised,
                       non_defaults, residual_block, shape_or_none, shortcut_kwargs, stage_block_counts,
                       tensor_shape, widen_kwargs)
-from ..registry import FamilySpec, register_family, register_model
+from .registry import FamilySpec, register_family, register_model
 
 #: Stage widths (``planes``) of the 3D ResNet; WRN-50 and ResNeXt use the doubled ones, with
 #: the 2017 layout's 64-channel stem.

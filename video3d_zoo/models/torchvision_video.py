@@ -6,16 +6,16 @@ CVPR 2018, as packaged by torchvision.  The architectures are the zoo's 3D ResNe
 max-pool) and, for R(2+1)D, its stem mid width 45 and per-block mid widths.
 
 Their checkpoints come in torchvision's own key layout (``stem.*``, ``layerX.Y.convN.0.*``),
-which :mod:`video3d_zoo.convert` renames; this family reads only checkpoints of that layout.
+which :mod:`video3d_zoo.weights.convert` renames; this family reads only checkpoints of that layout.
 In the zoo layout an R3D-18 is indistinguishable from a 3D ResNet-18 with a 3 x 7 x 7 stem
 (whether there is a max-pool is not in the tensors), so there the 3D ResNet family answers.
 """
 
 from __future__ import annotations
 
-from ..layout import (LayoutReading, count_blocks, first_block_widths, has_conv, residual_block,
+from .layout import (LayoutReading, count_blocks, first_block_widths, has_conv, residual_block,
                       tensor_shape, widen_kwargs)
-from ..registry import FamilySpec, register_family, register_model
+from .registry import FamilySpec, register_family, register_model
 from .r2plus1d import STAGE_WIDTHS as R2PLUS1D_WIDTHS
 from .r2plus1d import R2Plus1d, _r2plus1d
 from .resnet3d import STAGE_WIDTHS as RESNET_WIDTHS

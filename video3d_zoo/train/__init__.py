@@ -3,7 +3,7 @@
 * :func:`train` - ``video3d-zoo train CONFIG [--set key=value ...] [--resume]``
   (also ``python -m video3d_zoo.train``); configs live in ``configs/*.toml``.
 * :func:`evaluate` - clip and video accuracy, per-class accuracy, confusion matrix.
-* :func:`~video3d_zoo.synthetic.make_synthetic` - the synthetic motion data set.
+* :func:`~video3d_zoo.jobs.synthetic.make_synthetic` - the synthetic motion data set.
 """
 
 from __future__ import annotations

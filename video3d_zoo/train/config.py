@@ -60,7 +60,7 @@ def load_config(source: Union[str, Path, Mapping[str, Any], TrainConfig, None] =
     elif source is None:
         data, where = {}, "defaults"
     else:
-        from ..train_configs import resolve_config_path
+        from .recipes import resolve_config_path
 
         path = resolve_config_path(source)  # a path, or the name of a config shipped in the package
         where = str(path)
@@ -79,7 +79,7 @@ def read_config_file(path: Path) -> Dict[str, Any]:
     if path.is_dir():
         raise TrainConfigError(f"{path}: is a folder; expected a config file (.toml or .json)")
     if not path.is_file():
-        from ..train_configs import unknown_config_hint
+        from .recipes import unknown_config_hint
 
         raise TrainConfigError(f"{path}: no such config file (expected a .toml or .json file, or the name of a "
                                f"packaged config; {unknown_config_hint()})")

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from ..config import InputSpec
+from ..models.config import InputSpec
 from ..errors import DataError, Video3DZooError
 from ..io.protocol import ClipProtocol
 from .readers import (VIDEO_EXTENSIONS, DataIssues, VideoItem, VideoList,  # noqa: F401 (re-exported)
@@ -264,7 +264,7 @@ def prepare_synthetic(data, echo: Callable[[str], None] = print, progress: bool 
     """Generate the synthetic data set of a ``format = "synthetic"`` config unless it is there."""
     import json
 
-    from ..synthetic import make_synthetic
+    from ..jobs.synthetic import make_synthetic
 
     syn = data.synthetic
     root = Path(data.root)

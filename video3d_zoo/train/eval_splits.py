@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
-from ..argtypes import EVAL_FORMATS
+from ..cli.argtypes import EVAL_FORMATS
 from .readers import (DataError, DataIssues, VideoList, class_file_of, kinetics_labels, read_folder,
                       read_hmdb51, read_kinetics, read_list, read_ucf101)
 

@@ -30,7 +30,7 @@ from torch import nn
 from ..devices import resolve_device
 from ..errors import ConfigError, DataError, EvalFailed  # noqa: F401  (EvalFailed re-exported: it lived here)
 from ..io.protocol import ClipProtocol
-from ..precision import autocast, resolve_amp
+from ..inference.precision import autocast, resolve_amp
 from .data import ClipSampling, DataIssues, EvalVideos, VideoList, collate_eval, worker_init
 from .distributed import DistInfo, all_gather_objects
 from .eval_report import save_confusion_png, write_eval_outputs  # noqa: F401 (re-exported)
@@ -250,7 +250,7 @@ def resolve_model(model: Union[nn.Module, str, Path]) -> nn.Module:
     weights, never a random model), alias, checkpoint path or hf-hub: reference."""
     if isinstance(model, nn.Module):
         return model
-    from ..resolve import load_model
+    from ..weights.resolve import load_model
 
     return load_model(model)
 
@@ -259,7 +259,7 @@ def _prepare_model(net: nn.Module, device: torch.device, precision: str, fast: b
     net = net.to(device).eval()
     if precision == "fp32" and not fast and not compile:
         return net
-    from ..inference import optimize_for_inference
+    from ..inference.prepare import optimize_for_inference
 
     return optimize_for_inference(net, precision=precision, device=device, compile=compile)
 
@@ -316,7 +316,7 @@ def evaluate(model: Union[nn.Module, str, Path], data: Any, *, split: Optional[s
 
     Args:
         model: a model (with ``model.config``: labels and input spec) or any reference
-            :func:`video3d_zoo.resolve.load_model` reads (``NAME``, ``NAME.TAG``, alias, path,
+            :func:`video3d_zoo.weights.resolve.load_model` reads (``NAME``, ``NAME.TAG``, alias, path,
             ``hf-hub:``), always with its pretrained weights.
         data: the data set root (or a list file) read as ``format`` with ``annotations``,
             ``fold`` and ``split`` (see :mod:`.eval_splits`), a
@@ -324,7 +324,7 @@ def evaluate(model: Union[nn.Module, str, Path], data: Any, *, split: Optional[s
         protocol: the clips (default: every non-overlapping centre clip, or ``val_clips`` evenly
             spaced clips at ``fps``).
         amp: ``none`` / ``bf16`` / ``fp16`` / ``auto`` autocast of the eager model;
-            ``precision`` / ``fast`` / ``compile``: :func:`video3d_zoo.inference.optimize_for_inference`.
+            ``precision`` / ``fast`` / ``compile``: :func:`video3d_zoo.inference.prepare.optimize_for_inference`.
         out_dir: write ``metrics.json``, ``predictions.csv`` (top-``topk``, at most every class) and
             ``confusion.png``.
         json: print the report (without the confusion matrix) as one JSON object on stdout.

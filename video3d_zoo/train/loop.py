@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..precision import autocast
+from ..inference.precision import autocast
 from .checkpoint import gather_rng, set_rng_state
 from .config import TrainConfig, load_config
 from .data import TrainClips, collate_train, worker_init

@@ -1,6 +1,6 @@
 """Preparing a run: seeding, and freezing the early stages for fine-tuning.
 
-The autocast dtype (``train.amp``) is :func:`video3d_zoo.precision.resolve_amp`.
+The autocast dtype (``train.amp``) is :func:`video3d_zoo.inference.precision.resolve_amp`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import TrainConfigError
-from ..precision import resolve_amp  # noqa: F401  (re-exported: it lived here before precision.py)
+from ..inference.precision import resolve_amp  # noqa: F401  (re-exported: it lived here before precision.py)
 
 
 def seed_everything(seed: int, deterministic: bool, device: torch.device) -> None:

@@ -99,7 +99,7 @@ class TrainerFinish:
         return {k: v for k, v in full.items() if k not in ("confusion", "labels")}
 
     def _export(self, metrics: Dict[str, Any]) -> None:
-        from ..weights import save_pretrained
+        from ..weights.loading import save_pretrained
 
         cfg = self.cfg
         export_dir = self.run / "export"

@@ -16,9 +16,9 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 
-from ..config import InputSpec, input_preset
+from ..models.config import InputSpec, input_preset
 from ..errors import CheckpointError, TrainConfigError, Video3DZooError
-from ..precision import resolve_amp
+from ..inference.precision import resolve_amp
 from .checkpoint import CheckpointDir, check_resumable
 from .config import TrainConfig, describe_changes
 from .data import DataIssues, ShardedBatchSampler, describe_counts, make_sampling, prepare_synthetic, read_split

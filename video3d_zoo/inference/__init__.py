@@ -1,0 +1,1 @@
+"""Running a model fast: precision, BatchNorm folding, compiled libraries, memory, benchmarks, export."""

@@ -1,0 +1,301 @@
+"""Compiled CPU inference that persists across runs: AOTInductor libraries in a local cache.
+
+Why not plain ``torch.compile`` in every process: what makes compiled CPU inference fast is
+freezing (conv + BN + ReLU become prepacked oneDNN calls), and frozen graphs bypass inductor's
+FX graph cache ("mkldnn tensors unpickleable"), so every process compiles again - 5.7 s for a
+resnet3d_50 on 2 cores with warm caches, more than the compiled model saves on a dozen videos.
+Here the model is exported once per (weights, entry point, batch shape, precision, machine) and
+AOTInductor compiles it, with freezing, into a shared library holding the weights; later
+processes load that library in about 0.05 s.
+
+* Key: sha256 of everything the library depends on - the prepared weights' bytes, the model
+  class and config, the entry point (``forward`` or ``forward_features``), the input shape and
+  dtype, the torch and Python versions, the machine, its CPU flags and the thread count.
+  Different weights can never reuse a library built for others.
+* Files: ``<home>/compiled/<key>.<sha256 prefix>.so`` and ``<key>.json`` (the library's name,
+  sha256 and what it was built from), where ``<home>`` is ``$VIDEO3D_ZOO_HOME`` or the
+  huggingface assets cache (as for installed weights, :mod:`video3d_zoo.weights.installed`).  Both are
+  written atomically under a lock, so concurrent runs build it once; a library whose bytes no
+  longer match its record is rebuilt.  Each library of a resnet3d_50 takes about 95 MB (it holds
+  the weights); libraries unused for 30 days are removed when a new one is built
+  (:func:`remove_unused`), and the folder can be deleted at any time.
+* A new library is checked against the eager model on the export example before it is kept.
+* Libraries are called with the GIL released (:mod:`video3d_zoo.inference.compiled_call`), so a decoding
+  thread keeps working while the compiled model runs.
+* Batch shapes are static: smaller batches are padded (outputs sliced off), larger ones split,
+  so one library serves a whole run, including its last, partial batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import torch
+from torch import nn
+
+from ..errors import Video3DZooError
+from ..weights.hub import sha256_file
+
+FORMAT = 1
+UNUSED_DAYS = 30
+_TOLERANCE = {torch.float32: 1e-3, torch.bfloat16: 0.05, torch.float16: 0.05}
+
+
+class CompileError(Video3DZooError):
+    """Building or loading a compiled library failed (the caller falls back to eager execution)."""
+
+
+def compiled_home() -> Path:
+    """``$VIDEO3D_ZOO_HOME/compiled`` or ``<huggingface assets cache>/video3d_zoo/compiled`` (read now)."""
+    from ..weights.installed import weights_home
+
+    return weights_home().parent / "compiled"
+
+
+def available() -> bool:
+    """Whether this torch can build and load AOTInductor libraries for the CPU.
+
+    Checked without importing ``torch._inductor`` (1.3 s of imports a cached library never needs).
+    """
+    import importlib.util
+
+    runner = hasattr(getattr(torch._C, "_aoti", None), "AOTIModelContainerRunnerCpu")
+    return runner and importlib.util.find_spec("torch._inductor") is not None
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return next((line.split(":", 1)[1].strip() for line in fh if line.startswith("flags")), "")
+    except OSError:
+        return platform.processor()
+
+
+def artefact_key(model: nn.Module, entry: str, example: torch.Tensor, weights_digest: Optional[str] = None) -> str:
+    """sha256 naming the library for ``model.<entry>`` on inputs like ``example`` (see the module docstring).
+
+    ``weights_digest`` (a digest of ``model``'s float32 state, see
+    :func:`video3d_zoo.jobs.provenance.weights_digest`) saves hashing the weights again; the example's
+    dtype, part of the key, covers a cast copy.
+    """
+    config = getattr(model, "config", None)
+    head = {"format": FORMAT, "torch": torch.__version__, "python": list(sys.version_info[:2]),
+            "machine": platform.machine(), "cpu_flags": hashlib.sha256(_cpu_flags().encode()).hexdigest(),
+            "threads": torch.get_num_threads(),  # inductor sizes its parallel loops when it compiles
+            "class": f"{type(model).__module__}.{type(model).__qualname__}", "entry": entry,
+            "config": config.to_json() if hasattr(config, "to_json") else None,
+            "input": [list(example.shape), str(example.dtype), list(example.stride())]}
+    if weights_digest is None:
+        from ..jobs.provenance import weights_digest as digest_of
+
+        weights_digest = digest_of(model)
+    return hashlib.sha256((json.dumps(head, sort_keys=True) + weights_digest).encode()).hexdigest()
+
+
+class _Entry(nn.Module):
+    """One entry point of a model as a module's forward (what torch.export takes)."""
+
+    def __init__(self, model: nn.Module, entry: str) -> None:
+        super().__init__()
+        self.model, self.entry = model, entry
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return getattr(self.model, self.entry)(x)
+
+
+def _build(model: nn.Module, entry: str, example: torch.Tensor, so_path: Path) -> None:
+    """Export ``model.<entry>``, compile it with freezing into ``so_path`` (atomic)."""
+    from torch._inductor import aoti_compile_and_package
+
+    from ..fileio import atomic_path
+
+    wrapper = _Entry(model, entry).eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch-internal deprecation notes, not the user's
+        exported = torch.export.export(wrapper, (example,))
+    with tempfile.TemporaryDirectory(prefix="video3d_zoo_aoti_") as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        package = aoti_compile_and_package(exported, package_path=os.path.join(tmp, "model.pt2"),
+                                           inductor_configs={"freezing": True})
+        with zipfile.ZipFile(package) as archive:
+            libraries = [n for n in archive.namelist() if n.endswith(".so")]
+            if len(libraries) != 1:
+                raise CompileError(f"expected one shared library in the AOTInductor package, found {libraries}")
+            with atomic_path(so_path) as target, archive.open(libraries[0]) as src, open(target, "wb") as dst:
+                while block := src.read(1 << 22):
+                    dst.write(block)
+
+
+def _eager_output(model: nn.Module, entry: str, example: torch.Tensor) -> torch.Tensor:
+    """What the library must reproduce; only single-tensor outputs are compiled (a features-only
+    backbone's list of stages stays eager rather than losing all but its first stage)."""
+    with torch.no_grad():
+        expected = getattr(model, entry)(example)
+    if not isinstance(expected, torch.Tensor):
+        raise CompileError(f"{type(model).__name__}.{entry} returns {type(expected).__name__}, not one tensor; "
+                           "only single-tensor entry points are compiled")
+    return expected.float()
+
+
+def _check(runner, expected: torch.Tensor, example: torch.Tensor) -> None:
+    outputs = runner.run([example])
+    if len(outputs) != 1:
+        raise CompileError(f"the compiled library returns {len(outputs)} outputs where the model returns one")
+    got = outputs[0].float()
+    scale = float(expected.abs().max()) or 1.0
+    error = float((got - expected).abs().max()) / scale
+    if got.shape != expected.shape or not error <= _TOLERANCE[example.dtype]:
+        raise CompileError(f"the compiled library disagrees with the eager model (max error {error:.2%} of the "
+                           f"largest output, shape {tuple(got.shape)} vs {tuple(expected.shape)}); not used")
+
+
+def _load(so_path: Path):
+    from .compiled_call import load_runner
+
+    try:
+        return load_runner(so_path)
+    except Exception as exc:  # a truncated or foreign library: dlopen or the container refuses it
+        raise CompileError(f"{so_path}: cannot load the compiled library ({exc})") from exc
+
+
+def _cached_library(home: Path, key: str) -> Optional[Path]:
+    """The library ``<key>.json`` names, if it is there with the recorded sha256."""
+    try:
+        record = json.loads((home / f"{key}.json").read_text(encoding="utf-8"))
+        path = home / Path(record["file"]).name
+        return path if path.is_file() and record.get("sha256") == sha256_file(path) else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def load_or_build(model: nn.Module, entry: str, example: torch.Tensor, home: Optional[Path] = None,
+                  weights_digest: Optional[str] = None):
+    """A loaded AOTInductor runner of ``model.<entry>`` for inputs shaped like ``example``.
+
+    A float32 ``model`` is cast to the example's dtype for building only (a cached library
+    needs no copy of the model).
+
+    Returns ``(runner, built_seconds)`` (``0.0`` when the library came from the cache).  Raises
+    :class:`CompileError` when this torch cannot build one, or the build fails or disagrees with
+    the eager model.
+    """
+    if not available():
+        raise CompileError(f"torch {torch.__version__} has no AOTInductor CPU runner")
+    from filelock import FileLock
+
+    home = Path(home) if home is not None else compiled_home()
+    home.mkdir(parents=True, exist_ok=True)
+    key = artefact_key(model, entry, example, weights_digest)
+    with FileLock(str(home / f"{key}.lock")):
+        cached = _cached_library(home, key)
+        if cached is not None:
+            os.utime(home / f"{key}.json")  # last used: what remove_unused() goes by
+            return _load(cached), 0.0
+        started = time.perf_counter()
+        cast = model if example.dtype == torch.float32 else copy.deepcopy(model).to(example.dtype)
+        path = _build_checked(cast, entry, example, home, key)
+        return _load(path), time.perf_counter() - started
+
+
+def _build_checked(model: nn.Module, entry: str, example: torch.Tensor, home: Path, key: str) -> Path:
+    """Build, name by content, check against eager, then record; returns the library's path."""
+    from ..fileio import write_json_atomic
+
+    expected = _eager_output(model, entry, example)
+    building = home / f"{key}.building.so"
+    try:
+        _build(model, entry, example, building)
+    except CompileError:
+        raise
+    except Exception as exc:
+        raise CompileError(f"AOTInductor could not compile {type(model).__name__}.{entry} "
+                           f"({type(exc).__name__}: {exc})") from exc
+    sha = sha256_file(building)
+    # Named by content: a process that already loaded an older library of this key keeps its
+    # mapping, and the dynamic loader never mistakes the new file for the old one by name.
+    path = home / f"{key}.{sha[:16]}.so"
+    os.replace(building, path)
+    try:
+        _check(_load(path), expected, example)
+    except CompileError:
+        path.unlink(missing_ok=True)
+        raise
+    write_json_atomic(home / f"{key}.json", {
+        "file": path.name, "sha256": sha, "entry": entry, "torch": torch.__version__,
+        "model": type(model).__name__, "input": list(example.shape), "dtype": str(example.dtype),
+        "built": time.strftime("%Y-%m-%d %H:%M:%S")})
+    for old in home.glob(f"{key}.*.so"):
+        if old != path:
+            old.unlink(missing_ok=True)  # a mapped library stays usable by its process after unlink
+    remove_unused(home)
+    return path
+
+
+def remove_unused(home: Optional[Path] = None, days: float = UNUSED_DAYS) -> List[Path]:
+    """Delete the libraries not used for ``days`` days (each build calls this); returns what was removed.
+
+    A library of a resnet3d_50 takes about 95 MB and every model, batch size and precision has its
+    own, so the cache would otherwise only grow.  Use is the modification time of ``<key>.json``,
+    touched on every load.
+    """
+    home = Path(home) if home is not None else compiled_home()
+    cutoff = time.time() - days * 86400
+    removed = []
+    for record in home.glob("*.json"):
+        try:
+            if record.stat().st_mtime >= cutoff:
+                continue
+        except OSError:
+            continue
+        key = record.name[:-len(".json")]
+        # The lock file stays: another process may hold it (it is empty and tiny).
+        for path in [*home.glob(f"{key}.*.so"), record]:
+            if path.exists():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
+class StaticBatchRunner:
+    """Calls a fixed-batch compiled library with any batch size: pads small batches, splits large ones."""
+
+    def __init__(self, runner, example: torch.Tensor) -> None:
+        self.runner, self.batch = runner, example.shape[0]
+        self.dtype, self.tail = example.dtype, tuple(example.shape[1:])
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[1:]) != self.tail:
+            raise ValueError(f"the compiled model takes clips of shape {self.tail}, got {tuple(x.shape[1:])}")
+        outputs: List[torch.Tensor] = []
+        for start in range(0, x.shape[0], self.batch):
+            chunk = x[start:start + self.batch]
+            count = chunk.shape[0]
+            if count < self.batch:  # repeat the last clip: real values, no NaN risk, sliced off below
+                chunk = torch.cat([chunk, chunk[-1:].expand(self.batch - count, *self.tail)])
+            chunk = chunk.to(self.dtype).contiguous(memory_format=torch.channels_last_3d)
+            outputs.append(self.runner.run([chunk])[0][:count])
+        return torch.cat(outputs) if len(outputs) > 1 else outputs[0]
+
+
+def compile_entry(model: nn.Module, entry: str, batch: int, clip_shape, dtype: torch.dtype,
+                  weights_digest: Optional[str] = None) -> Callable:
+    """``StaticBatchRunner`` of ``model.<entry>`` at ``batch`` clips of ``clip_shape`` (C, T, H, W) in ``dtype``.
+
+    ``model`` is the prepared (folded, channels_last) float32 model; a copy is cast to ``dtype``.
+    ``weights_digest`` is ``model``'s (see :func:`artefact_key`).
+    """
+    example = torch.randn(batch, *clip_shape, generator=torch.Generator().manual_seed(0))
+    example = example.to(dtype).contiguous(memory_format=torch.channels_last_3d)
+    runner, _ = load_or_build(model, entry, example, weights_digest=weights_digest)
+    return StaticBatchRunner(runner, example)

@@ -1,0 +1,395 @@
+"""The ``video3d-zoo extract`` job: features for many videos, one ``.npz`` each.
+
+* Inputs are video files, folders (searched recursively by extension) and text files listing
+  paths (one per line; relative paths are relative to the list).  Output names mirror the
+  inputs and keep the video's extension (``a/clip.mp4`` -> ``OUT/a/clip.mp4.npz``); see
+  :mod:`video3d_zoo.jobs.extract_plan`.  The list is sorted, so every process agrees on it;
+  ``shard=(i, n)`` keeps every n-th video from the i-th.  Under ``torchrun`` the shard
+  defaults to (RANK, WORLD_SIZE).
+* Every argument, the shard, the layer, the output names and the output folder's
+  writability are checked before any video is read.
+* Each file records what made it (:mod:`video3d_zoo.jobs.provenance`).  A rerun skips a file only
+  when that record equals what this run would write (same source file, model and weights,
+  layer, clips and preprocessing); others are recomputed and counted as stale.
+  ``overwrite=True`` redoes everything.
+* Each output is written to a temporary file and renamed into place; temporaries left by an
+  interrupted run are removed by the next one.
+* A video that cannot be decoded, or whose features hold NaN/inf, is reported with its path
+  and reason, no file is written for it, and the job goes on; :attr:`ExtractionSummary.ok`
+  is then false.  Partial decodes and still images are marked in the file
+  (``decode_report``) and counted; with ``strict=True`` they are failures too.
+* Clips of several videos share a batch.  Decoding overlaps inference: in a background thread
+  by default (``overlap``, on machines with 2 or more cores), or in DataLoader worker processes
+  with ``workers > 0``.  :attr:`ExtractionSummary.timing` says where the time went.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from ..models.config import InputSpec
+from ..errors import ConfigError, NonFiniteError, Video3DZooError
+from .extract_plan import (LIST_EXTENSIONS, VIDEO_EXTENSIONS, VideoJob, check_writable,  # noqa: F401
+                           collect_videos, parse_shard, plan_jobs, remove_stale_temporaries, shard_from_env)
+from .features import check_finite, check_layer, clip_outputs, eval_mode, model_id, positive_int
+from .provenance import compare_record, run_record, source_identity, stored_report, video_record
+
+
+@dataclass
+class ExtractionSummary:
+    """What a run did.  ``processed`` were written (``recomputed`` maps the stale ones to why)."""
+
+    processed: List[Path] = field(default_factory=list)
+    recomputed: Dict[Path, str] = field(default_factory=dict)
+    skipped: List[Path] = field(default_factory=list)
+    failed: Dict[Path, str] = field(default_factory=dict)
+    partial: List[Path] = field(default_factory=list)
+    still_images: List[Path] = field(default_factory=list)
+    cleaned: List[Path] = field(default_factory=list)
+    outputs: Dict[Path, Path] = field(default_factory=dict)
+    #: seconds and counts of the run (see :meth:`describe_timing`)
+    timing: Dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    @property
+    def new(self) -> List[Path]:
+        return [p for p in self.processed if p not in self.recomputed]
+
+    def describe(self) -> str:
+        lines = [f"{len(self.processed)} extracted ({len(self.new)} new, {len(self.recomputed)} recomputed), "
+                 f"{len(self.skipped)} up to date (skipped), {len(self.failed)} failed",
+                 f"{len(self.partial)} partial decode(s), {len(self.still_images)} still image(s)"]
+        reasons = sorted(set(self.recomputed.values()))
+        if reasons:
+            lines.append("recomputed because: " + "; ".join(reasons[:5]) + (" ..." if len(reasons) > 5 else ""))
+        if self.cleaned:
+            lines.append(f"removed {len(self.cleaned)} leftover temporary file(s) of an interrupted run")
+        lines += [f"  FAILED {path}: {reason}" for path, reason in self.failed.items()]
+        return "\n".join(lines)
+
+    def describe_timing(self) -> str:
+        """Where the run's time went: the model, waiting for decoded clips, decoding, the rest."""
+        t = self.timing
+        if not t or not t.get("clips"):
+            return "timing: no clip reached the model (every video was up to date, failed or empty)"
+        clips, model = int(t["clips"]), t.get("model_s", 0.0)
+        detail = f", {1000 * model / clips:.1f} ms/clip"
+        if t.get("batches"):
+            detail += f"; {t.get('shared_batches', 0)} of {t['batches']} batches beside decoding"
+        mode = t.get("decoding", "inline")
+        compiled = f"; loading or building the compiled model {t['compile_s']:.2f} s" if t.get("compile_s") else ""
+        return (f"timing: {t.get('wall_s', 0.0):.2f} s in all{compiled}; "
+                f"model {model:.2f} s ({clips} clips{detail}); "
+                f"waiting for decoded clips {t.get('waited_s', 0.0):.2f} s; decoding ({mode}) "
+                f"{t.get('decode_s', 0.0):.2f} s; writing {t.get('write_s', 0.0):.2f} s")
+
+
+@dataclass
+class _Task:
+    job: VideoJob
+    meta: Dict[str, object]
+    stale: Optional[str] = None  # why an existing output is recomputed
+
+
+# -- decoding (optionally in DataLoader workers) ----------------------------------------------------
+class _ClipStream(torch.utils.data.IterableDataset):
+    """Yields ("clip", index, tensor, start, end), then ("done", index, report) or ("error", index, reason)."""
+
+    def __init__(self, sources: List[Path], spec: InputSpec, protocol, decode_threads: Optional[int] = None) -> None:
+        super().__init__()
+        self.sources, self.spec, self.protocol = sources, spec, protocol
+        self.decode_threads = decode_threads
+
+    def __iter__(self):
+        from ..io import iter_video_clips
+
+        info = torch.utils.data.get_worker_info()
+        mine = range(len(self.sources)) if info is None else range(info.id, len(self.sources), info.num_workers)
+        for index in mine:
+            try:
+                stream = iter_video_clips(self.sources[index], self.spec, protocol=self.protocol,
+                                          decode_threads=self.decode_threads)
+                for clip in stream:
+                    yield ("clip", index, clip.tensor, clip.start_s, clip.end_s)
+            except (Video3DZooError, OSError, RuntimeError, ValueError) as exc:
+                yield ("error", index, str(exc))
+                continue
+            yield ("done", index, stream.report.to_dict())
+
+
+class _Timed:
+    """The inline stream, timed: every second spent in it is the model waiting for decoding."""
+
+    def __init__(self, iterator: Iterator[tuple]) -> None:
+        self.iterator, self.waited_s = iterator, 0.0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> tuple:
+        started = time.perf_counter()
+        try:
+            return next(self.iterator)
+        finally:
+            self.waited_s += time.perf_counter() - started
+
+    def close(self) -> None:
+        pass
+
+
+def _stream(sources, spec, protocol, workers: int, overlap: bool, batch_size: int):
+    """Decoded clips: in worker processes (``workers > 0``), a background thread taking turns with the
+    model (``overlap``) or inline.  Returns ``(stream, how, CoreShare or None)``."""
+    if workers > 0:
+        loader = torch.utils.data.DataLoader(_ClipStream(sources, spec, protocol), batch_size=None,
+                                             num_workers=workers, prefetch_factor=4)
+        return _Timed(iter(loader)), f"{workers} worker process(es)", None
+    if overlap:
+        from ..io.prefetch import CoreShare, Prefetcher, decoding_cores
+
+        threads = torch.get_num_threads()
+        cores = decoding_cores(threads)
+        depth = _queue_depth(spec, batch_size)
+        stream = Prefetcher(iter(_ClipStream(sources, spec, protocol, decode_threads=cores)), depth=depth)
+        share = CoreShare(stream, min(2 * batch_size, depth - 1), threads, cores) if threads > 1 else None
+        return stream, "background thread", share
+    return _Timed(iter(_ClipStream(sources, spec, protocol))), "inline", None
+
+
+def _queue_depth(spec: InputSpec, batch_size: int, budget: int = 512 << 20) -> int:
+    """Clips decoded ahead: what fits in ``budget`` bytes, at least two batches and one, at most 64 or 3 batches."""
+    clip_bytes = 3 * spec.frames * spec.crop_size ** 2 * 4  # float32, centre-cropped
+    return max(2 * batch_size + 1, min(max(64, 3 * batch_size), budget // clip_bytes))
+
+
+# -- writing ---------------------------------------------------------------------------------------
+def write_npz(path: Path, features: np.ndarray, timestamps: np.ndarray, meta: dict) -> None:
+    """Atomically write one video's result (``features``, ``timestamps`` and metadata arrays)."""
+    from ..fileio import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, features=features.astype(np.float32), timestamps=timestamps.astype(np.float64),
+                 **{k: np.asarray(v) for k, v in meta.items()})
+
+
+def _decode_notes(report: dict) -> List[str]:
+    notes = [f"partial decode: {report['partial']}"] if report.get("partial") else []
+    return notes + (["still image: a single picture, not a video"] if report.get("still_image") else [])
+
+
+def _kept_note(job: VideoJob) -> str:
+    if job.output.exists():
+        return f" (the existing {job.output} was left as it is; it does not come from this run)"
+    return ""
+
+
+class _Collector:
+    """Gathers the clip outputs of each video until its "done" marker, then checks and writes it."""
+
+    def __init__(self, tasks: List[_Task], summary: ExtractionSummary, progress, strict: bool) -> None:
+        self.tasks, self.summary, self.progress, self.strict = tasks, summary, progress, strict
+        self.parts: Dict[int, list] = {}
+        self.write_s = 0.0
+
+    def add(self, index: int, vectors: torch.Tensor, spans: List[Tuple[float, float]]) -> None:
+        self.parts.setdefault(index, []).append((vectors.numpy(), spans))
+
+    def done(self, index: int, report: dict) -> None:
+        parts = self.parts.pop(index, [])
+        task = self.tasks[index]
+        features = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 0), np.float32)
+        spans = np.asarray([s for p in parts for s in p[1]], dtype=np.float64).reshape(-1, 2)
+        notes = _decode_notes(report)
+        try:
+            check_finite(features, "features")
+        except NonFiniteError as exc:
+            return self.error(index, str(exc))
+        if notes and self.strict:
+            return self.error(index, "; ".join(notes) + " (refused by strict)")
+        started = time.perf_counter()
+        write_npz(task.job.output, features, spans, {**task.meta, "decode_report": json.dumps(report)})
+        self.write_s += time.perf_counter() - started
+        _count(self.summary, task.job, report)
+        self.summary.processed.append(task.job.source)
+        if task.stale is not None:
+            self.summary.recomputed[task.job.source] = task.stale
+        self.progress.update(1)
+
+    def error(self, index: int, reason: str) -> None:
+        self.parts.pop(index, None)
+        job = self.tasks[index].job
+        self.summary.failed[job.source] = reason + _kept_note(job)
+        self.progress.write(f"failed {job.source}: {reason}", file=sys.stderr)
+        self.progress.update(1)
+
+
+def _count(summary: ExtractionSummary, job: VideoJob, report: dict) -> None:
+    summary.outputs[job.source] = job.output
+    if report.get("partial"):
+        summary.partial.append(job.source)
+    if report.get("still_image"):
+        summary.still_images.append(job.source)
+
+
+class _Batcher:
+    """Clips of several videos in one batch; a video is finished after the batch with its last clip."""
+
+    def __init__(self, model, layer: str, batch_size: int, collector: _Collector) -> None:
+        from .features import _model_device
+
+        self.model, self.layer, self.batch_size, self.collector = model, layer, batch_size, collector
+        self.device = _model_device(model)
+        self.pending: list = []
+        self.waiting: List[Tuple[int, dict]] = []  # decoded videos whose last clips are still pending
+        self.model_s, self.clips, self.warm_s = 0.0, 0, 0.0
+        self.before_batch = lambda: None
+
+    def clip(self, item: tuple) -> None:
+        if not self.clips and not self.pending:
+            self._warm_up(tuple(item[2].shape))
+        self.pending.append(item)
+        if len(self.pending) == self.batch_size:
+            self.flush()
+
+    def _warm_up(self, clip_shape: tuple) -> None:
+        # A compiled model loads (or builds) its library here, while the decoder works on the first batch.
+        entry = {"pooled": "forward_features", "logits": "forward"}.get(self.layer)
+        warm_up = getattr(self.model, "warm_up", None)
+        if entry is not None and warm_up is not None:
+            started = time.perf_counter()
+            if warm_up(entry, clip_shape):
+                self.warm_s = time.perf_counter() - started
+
+    def done(self, index: int, report: dict) -> None:
+        self.waiting.append((index, report))
+        if not any(p[1] == index for p in self.pending):
+            self.collector.done(*self.waiting.pop())
+
+    def error(self, index: int, reason: str) -> None:
+        self.pending[:] = [p for p in self.pending if p[1] != index]
+        self.collector.error(index, reason)
+
+    def flush(self) -> None:
+        if self.pending:
+            self.before_batch()
+            started = time.perf_counter()
+            batch = torch.stack([p[2] for p in self.pending]).to(self.device)
+            vectors = clip_outputs(self.model, batch, self.layer).cpu()
+            self.model_s += time.perf_counter() - started
+            self.clips += len(self.pending)
+            for (_, index, _, start, end), row in zip(self.pending, vectors):
+                self.collector.add(index, row[None], [(start, end)])
+            self.pending.clear()
+        while self.waiting:
+            self.collector.done(*self.waiting.pop(0))
+
+
+def _triage(jobs: List[VideoJob], run: dict, summary: ExtractionSummary, overwrite: bool,
+            strict: bool) -> List[_Task]:
+    """Skip outputs made exactly as this run would make them; the rest become tasks."""
+    tasks = []
+    for job in jobs:
+        try:
+            meta = video_record(run, source_identity(job.source))
+        except OSError as exc:
+            summary.failed[job.source] = f"{job.source}: cannot be read ({exc.strerror or exc})" + _kept_note(job)
+            continue
+        if not job.output.exists():
+            tasks.append(_Task(job, meta))
+            continue
+        stale, stored = (("--overwrite", {}) if overwrite else compare_record(job.output, meta))
+        if stale is not None:
+            tasks.append(_Task(job, meta, stale))
+            continue
+        report = stored_report(stored)
+        if strict and _decode_notes(report):
+            summary.failed[job.source] = "; ".join(_decode_notes(report)) + " (refused by strict)" + _kept_note(job)
+            continue
+        summary.skipped.append(job.source)
+        _count(summary, job, report)
+    return tasks
+
+
+def _check_numbers(batch_size, workers) -> Tuple[int, int]:
+    batch_size = positive_int("batch_size", batch_size)
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 0:
+        raise ConfigError(f"workers must be an integer >= 0, got {workers!r}")
+    return batch_size, int(workers)
+
+
+def run_extraction(model, inputs: Sequence[os.PathLike], out_dir: os.PathLike, *, layer: str = "pooled",
+                   clip_len: Optional[int] = None, stride: Optional[int] = None, last: str = "pad",
+                   fps: Optional[float] = None, batch_size: int = 8, workers: int = 0,
+                   shard: Union[Tuple[int, int], str, None] = None, overwrite: bool = False,
+                   spec: Optional[InputSpec] = None, progress: bool = True, strict: bool = False,
+                   overlap: Optional[bool] = None) -> ExtractionSummary:
+    """Extract features of every input video into ``out_dir`` (see the module docstring).
+
+    ``overlap`` decodes in a background thread while the model runs (default: on with ``workers=0``
+    on a machine with 2 or more cores); ``summary.timing`` records where the time went.
+
+    Bad arguments, a bad ``shard`` (``(i, n)`` or ``"i/n"``), an unknown ``layer``, clashing
+    output names or an unwritable ``out_dir`` raise :class:`~video3d_zoo.errors.ConfigError`
+    before any video is read.
+    """
+    from tqdm.auto import tqdm
+
+    from .features import model_input_spec
+    from ..io import ClipPreprocessor, ClipProtocol
+
+    started_ns = time.time_ns()
+    batch_size, workers = _check_numbers(batch_size, workers)
+    protocol = ClipProtocol(clip_len=clip_len, stride=stride, last=last, fps=fps)
+    check_layer(model, layer)
+    prep = ClipPreprocessor(model_input_spec(model, spec))
+    jobs = plan_jobs(inputs, out_dir, shard)
+    check_writable(out_dir)
+    summary = ExtractionSummary(cleaned=remove_stale_temporaries(jobs, started_ns))
+    applied = {**prep.spec.to_dict(), "crop_size": prep.crop, "resize": prep.resize}
+    run = run_record(model, model_id(model), layer, protocol, applied, prep.spec)
+    tasks = _triage(jobs, run, summary, overwrite, strict)
+    bar = tqdm(total=len(tasks), unit="video", disable=not progress, desc="extract")
+    batcher = _Batcher(model, layer, batch_size, _Collector(tasks, summary, bar, strict))
+    overlap = _default_overlap(workers) if overlap is None else bool(overlap)
+    started = time.perf_counter()
+    stream, mode, share = _stream([t.job.source for t in tasks], prep.spec, protocol, workers, overlap, batch_size)
+    if share is not None:
+        batcher.before_batch = share.before_batch
+    try:
+        with eval_mode(model):
+            for item in stream:
+                if item[0] == "clip":
+                    batcher.clip(item)
+                elif item[0] == "done":
+                    batcher.done(item[1], item[2])
+                else:
+                    batcher.error(item[1], item[2])
+            batcher.flush()
+    finally:
+        stream.close()
+        bar.close()
+        if share is not None:
+            share.restore()
+    summary.timing = {"wall_s": time.perf_counter() - started, "model_s": batcher.model_s, "clips": batcher.clips,
+                      "waited_s": stream.waited_s, "write_s": batcher.collector.write_s, "decoding": mode,
+                      "decode_s": getattr(stream, "busy_s", stream.waited_s), "compile_s": batcher.warm_s}
+    if share is not None:
+        summary.timing.update(batches=share.batches, shared_batches=share.shared_batches)
+    return summary
+
+
+def _default_overlap(workers: int) -> bool:
+    # A decoding thread needs a core of its own to help; with one, it only takes turns with the model.
+    return workers == 0 and (os.cpu_count() or 1) >= 2

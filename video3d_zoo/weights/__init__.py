@@ -1,0 +1,1 @@
+"""Weights: the manifest, the Hub, installed originals, checkpoint reading and checks, converters."""
