@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from videos import write_video
-from video3d_zoo.cli.commands import commands as cli
+from video3d_zoo.cli import commands as cli
 from video3d_zoo.models.config import input_preset
 from video3d_zoo.train.data import ClipSampling, TrainClips, VideoItem, VideoList
 

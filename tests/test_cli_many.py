@@ -55,12 +55,12 @@ def test_the_console_entry_point_keeps_freed_memory_and_spares_the_collector_lon
     import gc
     from pathlib import Path
 
-    from video3d_zoo.cli.commands import commands as cli
+    from video3d_zoo.cli import commands as cli
 
     setup = configparser.ConfigParser()
     setup.read(Path(__file__).resolve().parents[1] / "setup.cfg")
     assert "video3d_zoo.cli.commands:run" in setup["options.entry_points"]["console_scripts"]
-    from video3d_zoo.inference.prepare import memory
+    from video3d_zoo.inference import memory
 
     calls = []
     monkeypatch.setattr(memory, "reuse_freed_memory", lambda: calls.append("mallopt") or True)
@@ -76,7 +76,7 @@ def test_freed_memory_is_kept_for_reuse_on_glibc_only(monkeypatch):
     import platform
     import sys
 
-    from video3d_zoo.inference.prepare import memory
+    from video3d_zoo.inference import memory
 
     expected = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
     assert memory.reuse_freed_memory() is expected

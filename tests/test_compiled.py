@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import video3d_zoo
-from video3d_zoo.inference.prepare import compiled
+from video3d_zoo.inference import compiled
 from video3d_zoo.inference.prepare import bf16_supported, optimize_for_inference
 
 pytestmark = pytest.mark.skipif(not compiled.available(), reason="this torch has no AOTInductor CPU runner")
@@ -189,7 +189,7 @@ def test_libraries_are_called_through_their_c_interface_like_torchs_runner(built
 
 
 def test_a_library_without_the_expected_c_interface_gets_torchs_runner(built, monkeypatch):
-    from video3d_zoo.inference.prepare import compiled_call
+    from video3d_zoo.inference import compiled_call
 
     _, example, runner, _ = built
     monkeypatch.setattr(compiled_call, "_SYMBOLS", (*compiled_call._SYMBOLS, "AOTInductorNoSuchFunction"))

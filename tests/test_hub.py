@@ -17,7 +17,7 @@ from helpers import ROOT
 from hub_server import HubServer
 
 import video3d_zoo
-from video3d_zoo.weights.loading import hub as zoo_hub
+from video3d_zoo.weights import hub as zoo_hub
 from video3d_zoo.errors import DownloadError, IntegrityError
 from video3d_zoo.weights.manifest import MANIFEST_ENV, dumps
 from video3d_zoo.weights.loading import save_pretrained

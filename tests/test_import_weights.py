@@ -27,7 +27,7 @@ from helpers import ROOT, as_2017
 from videos import write_video
 
 import video3d_zoo
-from video3d_zoo.cli.commands import commands as cli
+from video3d_zoo.cli import commands as cli
 from video3d_zoo.models.config import ModelConfig
 from video3d_zoo.errors import IntegrityError, Video3DZooError, WeightsNotFoundError
 from video3d_zoo.weights.importer import ALREADY, INSTALLED, REFUSED, import_weights

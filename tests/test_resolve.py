@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import video3d_zoo
-from video3d_zoo.cli.commands import commands as cli
+from video3d_zoo.cli import commands as cli
 from videos import write_video
 from video3d_zoo.errors import ConfigError, IntegrityError, UnknownModelError, Video3DZooError
 from video3d_zoo.weights.resolve import load_model, parse_model_ref
