@@ -118,7 +118,7 @@ def test_a_later_process_loads_the_library_without_importing_the_compiler(built,
     from helpers import ROOT
 
     code = ("import sys, torch, video3d_zoo\n"
-            "from video3d_zoo import compiled\n"
+            "from video3d_zoo.inference import compiled\n"
             "from video3d_zoo.inference.prepare import optimize_for_inference\n"
             "torch.manual_seed(0)\n"
             "model = video3d_zoo.create_model('resnet3d_10', widen_factor=0.125, num_classes=5).eval()\n"
