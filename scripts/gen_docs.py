@@ -101,6 +101,15 @@ def read_csv(path: Path) -> List[dict]:
         return list(csv.DictReader(fh))
 
 
+def _percent(value) -> str:
+    """A fraction from a CSV cell; rows measured before a column existed (or nan) show "-"."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "-"
+    return "-" if number != number else f"{number:.0%}"
+
+
 def bench_table() -> str:
     rows = read_csv(RESULTS / "inference_cpu.csv")
     if not rows:
@@ -110,13 +119,14 @@ def bench_table() -> str:
            f"{first['batch_size']} x {first['frames']}x{first['size']}x{first['size']} "
            "(`results/inference_cpu.csv`).", "",
            "| model | variant | clips/s | vs eager fp32 | batch-1 latency (ms/clip) | GMAC/s | of the ceiling | "
-           "peak RSS (MiB) |",
-           "|---|---|---|---|---|---|---|---|"]
+           "of fp32 matmul | of bf16 matmul | peak RSS (MiB) |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         latency = f"{float(r['latency_ms']):.0f}" if r.get("latency_ms") else "-"
         out.append(f"| `{r['model']}` | {r['variant']} | {float(r['clips_per_s']):.2f} | "
                    f"{float(r['ratio_vs_eager']):.2f}x | {latency} | {float(r['achieved_gmac_s']):.0f} | "
-                   f"{float(r['fraction_of_peak']):.0%} | {float(r['peak_mem_mib']):.0f} |")
+                   f"{float(r['fraction_of_peak']):.0%} | {_percent(r.get('of_fp32_matmul'))} | "
+                   f"{_percent(r.get('of_bf16_matmul'))} | {float(r['peak_mem_mib']):.0f} |")
     return "\n".join(out)
 
 

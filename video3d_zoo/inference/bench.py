@@ -3,8 +3,10 @@
 For each model and variant it reports clips per second, the speed ratio against eager fp32 of
 the same model measured in the same run, the latency of one clip per call (online use),
 achieved GMAC/s, the fraction of the practical ceiling measured in the same run (the faster of
-a matrix multiply and a 3x3x3 Conv3d, in fp32 for fp32 variants and bf16 for bf16 ones) and
-peak memory.  Absolute times drift on shared machines; ratios are the result.
+a matrix multiply and a 3x3x3 Conv3d, in fp32 for fp32 variants and bf16 for bf16 ones), the
+fraction of *both* matrix-multiply peaks measured in the same run (fp32 and bf16: the machine's own
+yardstick, whatever its instruction set) and peak memory.  Absolute times drift on shared machines;
+ratios are the result.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ class BenchRow:
     gmacs_per_clip: float
     achieved_gmac_s: float
     fraction_of_peak: float
+    #: achieved FLOP/s over the fp32 / bf16 2048^3 matmul measured in the same run (nan where not measured)
+    of_fp32_matmul: float
+    of_bf16_matmul: float
     peak_mem_mib: float
     threads: int
     torch_version: str
@@ -67,11 +72,6 @@ def conv_peak_gflops(dtype: torch.dtype, device: torch.device, channels: int = 2
     with torch.inference_mode():
         seconds = _time(lambda: conv(x), repeats, device)
     return 2 * 8 * channels * channels * 27 * 4 * 14 * 14 / seconds / 1e9
-
-
-def ceiling_gflops(dtype: torch.dtype, device: torch.device) -> float:
-    """The practical ceiling: the faster of a 2048^3 matrix multiply and a 3x3x3 Conv3d in ``dtype``."""
-    return max(matmul_peak_gflops(dtype, device), conv_peak_gflops(dtype, device))
 
 
 def matmul_peak_gflops(dtype: torch.dtype, device: torch.device, n: int = 2048, repeats: int = 5) -> float:
@@ -172,37 +172,49 @@ def benchmark_model(name: str, variants: Iterable[str], batch_size: int = 8, fra
         latency = _latency_ms(model, variant, device, x[:1], repeats)
         rate = batch_size / seconds
         eager_rate = eager_rate or rate
+        flops = 2 * gmacs * rate
         peak = peaks.get("bf16" if variant.endswith("bf16") else "fp32", float("nan"))
         rows.append(BenchRow(name, variant, batch_size, frames, size, rate, rate / eager_rate, latency, gmacs,
-                             gmacs * rate, 2 * gmacs * rate / peak if peak == peak else float("nan"),
-                             memory, torch.get_num_threads(), torch.__version__, machine_description(), stamp))
+                             gmacs * rate, flops / peak, flops / peaks.get("matmul_fp32", float("nan")),
+                             flops / peaks.get("matmul_bf16", float("nan")), memory, torch.get_num_threads(),
+                             torch.__version__, machine_description(), stamp))
     return rows
 
 
 def run_benchmark(models: Iterable[str], batch_size: int = 8, frames: int = 16, size: int = 112,
                   repeats: int = 3, variants: Optional[Iterable[str]] = None, device: Optional[str] = None,
                   compile: bool = True) -> List[BenchRow]:
-    """Benchmark several models; the ceilings (:func:`ceiling_gflops`) are measured first, in the same process."""
+    """Benchmark several models; the yardsticks (:func:`_peaks`) are measured first, in the same process."""
     from ..devices import resolve_device
 
     dev = resolve_device(device or "auto")
     chosen = list(variants) if variants else available_variants(dev, compile=compile)
-    peaks = {"fp32": ceiling_gflops(torch.float32, dev)}
-    if any(v.endswith("bf16") for v in chosen):
-        peaks["bf16"] = ceiling_gflops(torch.bfloat16, dev)
+    peaks = _peaks(dev, bf16=any(v.endswith("bf16") for v in chosen) or bf16_supported(dev))
     rows: List[BenchRow] = []
     for name in models:
         rows.extend(benchmark_model(name, chosen, batch_size, frames, size, repeats, str(dev), peaks))
     return rows
 
 
+def _peaks(device: torch.device, bf16: bool) -> Dict[str, float]:
+    """GFLOP/s yardsticks measured now: the plain 2048^3 matmul peaks, and each precision's practical
+    ceiling, the faster of that matmul and a 3x3x3 Conv3d (oneDNN's conv can beat torch's matmul)."""
+    peaks = {"matmul_fp32": matmul_peak_gflops(torch.float32, device)}
+    peaks["fp32"] = max(peaks["matmul_fp32"], conv_peak_gflops(torch.float32, device))
+    if bf16:
+        peaks["matmul_bf16"] = matmul_peak_gflops(torch.bfloat16, device)
+        peaks["bf16"] = max(peaks["matmul_bf16"], conv_peak_gflops(torch.bfloat16, device))
+    return peaks
+
+
 def format_rows(rows: List[BenchRow]) -> str:
     header = (f"{'model':<16} {'variant':<14} {'clips/s':>8} {'vs eager':>8} {'batch-1 ms':>10} {'GMAC/s':>8} "
-              f"{'of ceil.':>8} {'peak MiB':>9}")
+              f"{'of ceil.':>8} {'of fp32 mm':>10} {'of bf16 mm':>10} {'peak MiB':>9}")
     lines = [header, "-" * len(header)]
     for r in rows:
         lines.append(f"{r.model:<16} {r.variant:<14} {r.clips_per_s:8.2f} {r.ratio_vs_eager:7.2f}x "
-                     f"{r.latency_ms:10.1f} {r.achieved_gmac_s:8.1f} {r.fraction_of_peak:8.1%} {r.peak_mem_mib:9.0f}")
+                     f"{r.latency_ms:10.1f} {r.achieved_gmac_s:8.1f} {r.fraction_of_peak:8.1%} "
+                     f"{r.of_fp32_matmul:10.1%} {r.of_bf16_matmul:10.1%} {r.peak_mem_mib:9.0f}")
     return "\n".join(lines)
 
 
