@@ -41,7 +41,8 @@ from ..errors import ConfigError, NonFiniteError, Video3DZooError
 from .extract_plan import (LIST_EXTENSIONS, VIDEO_EXTENSIONS, VideoJob, check_writable,  # noqa: F401
                            collect_videos, parse_shard, plan_jobs, remove_stale_temporaries, shard_from_env)
 from .features import check_finite, check_layer, clip_outputs, eval_mode, model_id, positive_int
-from .provenance import compare_record, run_record, source_identity, stored_report, video_record
+from .provenance import (compare_record, dumps, run_record, source_identity, stored_report, video_info,
+                         video_record)
 
 
 @dataclass
@@ -219,7 +220,9 @@ class _Collector:
         if notes and self.strict:
             return self.error(index, "; ".join(notes) + " (refused by strict)")
         started = time.perf_counter()
-        write_npz(task.job.output, features, spans, {**task.meta, "decode_report": json.dumps(report)})
+        meta = {**task.meta, "decode_report": json.dumps(report),
+                "video_info": dumps(video_info(task.job.source, report))}
+        write_npz(task.job.output, features, spans, meta)
         self.write_s += time.perf_counter() - started
         _count(self.summary, task.job, report)
         self.summary.processed.append(task.job.source)
