@@ -47,7 +47,7 @@ def test_the_folder_loads_with_features_times_and_provenance(extracted, model):
     assert a.info["fps"] == pytest.approx(20.0)
     assert (portrait.info["width"], portrait.info["height"], portrait.info["rotation"]) == (48, 64, 90)
     assert portrait.info["num_frames"] == 9 and portrait.info["fps"] == pytest.approx(12.0)
-    assert repr(features) == f"FeatureSet({str(extracted)!r}: 2 video(s), 5 clip(s))"
+    assert repr(features) == f"FeatureSet({str(extracted)!r}: 2 videos, 5 clips)"
 
 
 def test_stack_gives_one_row_per_clip_with_its_video_and_times(extracted):
@@ -74,7 +74,7 @@ def test_bad_files_are_reported_not_a_traceback(extracted, tmp_path):
     assert "not a video3d_zoo feature file (no features / timestamps; it holds weights)" in \
         features.skipped[folder / "foreign.npz"]
     assert "unreadable feature file" in features.skipped[folder / "corrupt.npz"]
-    assert "2 file(s) skipped" in repr(features)
+    assert "2 files skipped" in repr(features)
     with pytest.raises(DataError, match="corrupt.npz: unreadable"):
         video3d_zoo.load_features(folder, strict=True)
     with pytest.raises(DataError, match="no such folder"):

@@ -263,7 +263,7 @@ def _add_list_parsers(sub) -> None:
 
     p = sub.add_parser("demo", help="classify and extract features of fresh synthetic videos with the "
                        "embedded model (offline)")
-    p.add_argument("-o", "--output", default=None, help="folder for the videos and features (default: a temp dir)")
+    p.add_argument("-o", "--output", default=None, help="folder to keep the videos and features in (default: a temporary folder, removed at the end)")
     p.add_argument("--seed", type=int_at_least(0), default=2026, help="seed of the generated videos")
     p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:1, mps")
 

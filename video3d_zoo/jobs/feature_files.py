@@ -24,6 +24,7 @@ from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, 
 import numpy as np
 
 from ..errors import DataError
+from ..wording import count
 
 PathLike = Union[str, os.PathLike]
 # record fields stored as JSON text (see provenance.py); the rest are plain strings or numbers
@@ -84,8 +85,8 @@ class FeatureSet(Sequence[VideoFeatures]):
 
     def __repr__(self) -> str:
         clips = sum(len(v) for v in self.videos)
-        left_out = f", {len(self.skipped)} file(s) skipped" if self.skipped else ""
-        return f"FeatureSet({str(self.root)!r}: {len(self.videos)} video(s), {clips} clip(s){left_out})"
+        left_out = f", {count(len(self.skipped), 'file')} skipped" if self.skipped else ""
+        return f"FeatureSet({str(self.root)!r}: {count(len(self.videos), 'video')}, {count(clips, 'clip')}{left_out})"
 
     def by_name(self) -> Dict[str, VideoFeatures]:
         return {v.name: v for v in self.videos}

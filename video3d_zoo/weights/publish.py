@@ -30,6 +30,7 @@ from ..models.config import ModelConfig
 from ..errors import CheckpointError, ConfigError, IntegrityError, ManifestError
 from ..fileio import write_text_atomic
 from .loading import CONFIG_NAME, WEIGHTS_NAME, read_safetensors
+from ..wording import count
 
 PathLike = Union[str, os.PathLike]
 CARD_NAME = "README.md"
@@ -142,8 +143,9 @@ def _origin_lines(entry: Dict[str, Any], release: str, metrics: Optional[Dict[st
     data = cfg.get("data") or {}
     lines = [f"Trained with video3d_zoo (`video3d-zoo train`, config `{Path(str(cfg.get('source') or 'not recorded')).name}`) "
              f"on `{data.get('format', 'unknown')}` data from `{data.get('root', 'unknown')}`: "
-             f"{metrics.get('epochs', '?')} epochs, {metrics.get('train_videos', '?')} training videos, "
-             f"{metrics.get('processes', 1)} process(es), {metrics.get('weights', 'last')} weights exported. "
+             f"{count(metrics.get('epochs', '?'), 'epoch')}, "
+             f"{count(metrics.get('train_videos', '?'), 'training video')}, "
+             f"{count(metrics.get('processes', 1), 'process')}, {metrics.get('weights', 'last')} weights exported. "
              f"The full config is in `{METRICS_NAME}`.", "",
              f"Evaluated on {metrics.get('evaluated_on', 'not recorded')} (softmax averaged over the clips of "
              "each video for video-level numbers):", "", "| metric | value |", "|---|---|"]
@@ -153,12 +155,12 @@ def _origin_lines(entry: Dict[str, Any], release: str, metrics: Optional[Dict[st
 
 
 def _classes_text(entry: Dict[str, Any], dataset: Optional[str]) -> str:
-    labels, count = entry.get("labels"), entry["num_classes"]
+    labels, num = entry.get("labels"), entry["num_classes"]
     where = f" ({dataset})" if dataset else ""
     if isinstance(labels, (list, tuple)):
         shown = ", ".join(f"`{name}`" for name in labels[:20])
-        return f"{count}{where}: {shown}{', ...' if len(labels) > 20 else ''}"
-    return f"{count}{where}"
+        return f"{num}{where}: {shown}{', ...' if len(labels) > 20 else ''}"
+    return f"{num}{where}"
 
 
 def _usage_lines(model: str, tag: str, repo_id: str, inp: Dict[str, Any], known: bool) -> list:
@@ -225,7 +227,7 @@ def model_card(entry: Dict[str, Any], repo_id: str, sha256: str, size: int,
             level = f"{acc['level']}-level" if acc.get("level") else "level not stated"
             views = ", ".join(str(x) for x in (
                 f"{acc['crops']} crop(s)" if acc.get("crops") else None,
-                (f"{acc['clips']} clips" if isinstance(acc.get("clips"), int) else acc.get("clips"))) if x)
+                (count(acc["clips"], "clip") if isinstance(acc.get("clips"), int) else acc.get("clips"))) if x)
             lines.append(f"| {acc['dataset']} | {acc.get('split') or 'not stated'} | {metric} | {acc['value']} | "
                          f"{level}{', ' + views if views else ''} | {acc['source']} |")
         notes = [acc["note"] for acc in accuracy if acc.get("note")]
