@@ -31,7 +31,8 @@ def _trained_export(tmp_path):
                "video_top1": 0.75, "video_top5": 1.0, "clip_top1": 0.7, "epochs": 3, "global_steps": 9,
                "weights": "last", "best": None, "train_time_s": 10.0, "processes": 1, "train_videos": 36,
                "data_issues": {}, "config": {"source": "synthetic_r3d", "data": {"format": "synthetic",
-                                                                                   "root": "runs/data/s0"}}}
+                                                                                   "root": "runs/data/s0"},
+                                                         "model": {"name": "resnet3d_10", "pretrained": None}}}
     (folder / "metrics.json").write_text(json.dumps(metrics))
     return folder
 
@@ -47,6 +48,13 @@ def test_card_of_a_self_trained_export(tmp_path, empty_manifest):
     assert 'video3d_zoo.load_model("hf-hub:org/mine")' in card and "--model hf-hub:org/mine" in card
     assert "create_model(" not in card, "not in the manifest: no name to create it by"
     assert "Kinetics weights" not in card, "the architecture's description, not claims about other weights"
+    assert "trained from scratch" in card
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics["config"]["model"]["pretrained"] = "synthetic_motion"
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    publish_folder(folder, "org/mine", dry_run=True, manifest=empty_manifest, card_dir=folder)
+    card = (folder / "README.md").read_text()
+    assert "fine-tuned from the `synthetic_motion` weights of `resnet3d_10`" in card and "scratch" not in card
     # the printed entry carries the run's numbers (percent), with the protocol metrics.json states
     video = {(a["level"], a["metric"]): a for a in entry["accuracy"]}
     assert video["video", "top1"]["value"] == 75.0 and video["clip", "top1"]["value"] == 70.0

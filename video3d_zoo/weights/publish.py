@@ -140,9 +140,12 @@ def _origin_lines(entry: Dict[str, Any], release: str, metrics: Optional[Dict[st
         return ["How these weights were made is not recorded (no upstream original in the manifest and no "
                 f"`{METRICS_NAME}` from a training run).", ""]
     cfg = metrics.get("config") or {}
-    data = cfg.get("data") or {}
+    data, model = cfg.get("data") or {}, cfg.get("model") or {}
+    start = (f"fine-tuned from the `{model['pretrained']}` weights of `{model.get('name', 'the model')}`"
+             if model.get("pretrained") else "trained from scratch (random initialisation)" if model else None)
     lines = [f"Trained with video3d_zoo (`video3d-zoo train`, config `{Path(str(cfg.get('source') or 'not recorded')).name}`) "
-             f"on `{data.get('format', 'unknown')}` data from `{data.get('root', 'unknown')}`: "
+             f"on `{data.get('format', 'unknown')}` data from `{data.get('root', 'unknown')}`"
+             f"{', ' + start if start else ''}: "
              f"{count(metrics.get('epochs', '?'), 'epoch')}, "
              f"{count(metrics.get('train_videos', '?'), 'training video')}, "
              f"{count(metrics.get('processes', 1), 'process')}, {metrics.get('weights', 'last')} weights exported. "
