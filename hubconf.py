@@ -1,6 +1,7 @@
 """torch.hub entry points: every registered model and its aliases.
 
-    torch.hub.load("<org>/video3d_zoo", "resnext101_3d", pretrained=True)
+    torch.hub.load("OWNER/REPO", "resnext101_3d", pretrained=True)    # the GitHub repository holding this file
+    torch.hub.load(".", "resnet10_3d", source="local", pretrained="synthetic_motion")  # in a clone's root
 
 Each entry point is ``video3d_zoo.create_model(name, pretrained, num_classes, in_chans, **kwargs)``, so
 ``pretrained`` finds the weights where ``create_model`` does: embedded in the package, installed by

@@ -133,7 +133,8 @@ def main(argv=None) -> int:
                 result = convert_entry(entry, original, args.output, verify_upstream=not args.no_verify_upstream)
                 repo_id = args.repo_template.format(org=args.org or "DRY-RUN", model=entry.model, tag=entry.tag)
                 finished = publish_folder(result["folder"], repo_id, tag=entry.tag, dry_run=args.dry_run,
-                                          manifest=manifest, private=args.private)
+                                          manifest=manifest, private=args.private,
+                                          card_dir=result["folder"] if args.dry_run else None)
             except Exception as exc:  # report and go on with the next entry
                 failures.append(entry.name)
                 print(f"FAILED {entry.name}: {exc.__class__.__name__}: {exc}", file=sys.stderr)

@@ -88,28 +88,42 @@ def hub(monkeypatch, tmp_path):
         yield server
 
 
-def test_dry_run_writes_card_and_config_and_prints_the_entry(folder, manifest_file, monkeypatch):
+def _snapshot(path):
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(path.iterdir())}
+
+
+def test_dry_run_changes_nothing_on_disk_and_prints_the_entry(folder, manifest_file, monkeypatch, tmp_path):
     model, path = folder
     monkeypatch.setenv(MANIFEST_ENV, str(manifest_file))
+    before = _snapshot(path)
     out = io.StringIO()
     with redirect_stdout(out):
         assert cli_main(["publish", str(path), "--repo-id", "org/resnet3d_10.tiny_16f", "--tag", "tiny_16f",
                              "--dry-run"]) == 0
+    assert _snapshot(path) == before, "a dry run rewrote the folder"
     entry = json.loads(out.getvalue())  # stdout is only the entry
     data = (path / "model.safetensors").read_bytes()
     assert entry["hub"] == {"repo_id": "org/resnet3d_10.tiny_16f", "filename": "model.safetensors",
                             "revision": None, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
     assert entry["accuracy"][0]["value"] == 66.1 and entry["upstream"]["file"] == "r3d10_tiny.pth"
-    config = json.loads((path / "config.json").read_text())
+    # --card-dir shows what would be published, elsewhere
+    cards = tmp_path / "cards"
+    with redirect_stdout(io.StringIO()):
+        assert cli_main(["publish", str(path), "--repo-id", "org/resnet3d_10.tiny_16f", "--tag", "tiny_16f",
+                         "--dry-run", "--card-dir", str(cards)]) == 0
+    assert _snapshot(path) == before and sorted(p.name for p in cards.iterdir()) == ["README.md", "config.json"]
+    config = json.loads((cards / "config.json").read_text())
     assert config["tag"] == "tiny_16f" and config["architecture"] == "resnet3d_10"
-    card = (path / "README.md").read_text()
+    card = (cards / "README.md").read_text()
     for needle in ("license: mit", "# resnet3d_10.tiny_16f", "| parameters |", "GMACs per 16x112x112 clip",
                    "mean of top-1 and top-5", "video-level, 1 crop(s), all non-overlapping 16-frame clips",
                    "subtract mean", "create_model('resnet3d_10', pretrained='tiny_16f')",
                    "Can Spatiotemporal 3D CNNs Retrace the History of 2D CNNs and ImageNet?",
                    hashlib.sha256(data).hexdigest(), "## License"):
         assert needle in card, needle
-    assert video3d_zoo.from_pretrained(path).config.tag == "tiny_16f"  # the folder still loads
+    assert video3d_zoo.from_pretrained(path).config.tag is None  # the folder still loads, as it was
+    with pytest.raises(ConfigError, match="for a dry run"):
+        publish_folder(path, "org/x", tag="tiny_16f", manifest=manifest_file, card_dir=cards)
 
 
 def test_dry_run_for_weights_the_manifest_does_not_know(folder, tmp_path):
@@ -121,6 +135,7 @@ def test_dry_run_for_weights_the_manifest_does_not_know(folder, tmp_path):
     entry = publish_folder(path, "org/new", tag="new_16f", dry_run=True, manifest=empty)
     assert entry["params"] == sum(p.numel() for p in model.parameters())
     assert entry["gmacs"] > 0 and entry["hub"]["revision"] is None and entry["accuracy"] == []
+    publish_folder(path, "org/new", tag="new_16f", dry_run=True, manifest=empty, card_dir=path)
     assert publish_folder(path, "org/new", dry_run=True, manifest=empty)["tag"] == "new_16f"  # now in config.json
 
 

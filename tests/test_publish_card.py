@@ -31,14 +31,15 @@ def _trained_export(tmp_path):
                "video_top1": 0.75, "video_top5": 1.0, "clip_top1": 0.7, "epochs": 3, "global_steps": 9,
                "weights": "last", "best": None, "train_time_s": 10.0, "processes": 1, "train_videos": 36,
                "data_issues": {}, "config": {"source": "synthetic_r3d", "data": {"format": "synthetic",
-                                                                                   "root": "runs/data/s0"}}}
+                                                                                   "root": "runs/data/s0"},
+                                                         "model": {"name": "resnet3d_10", "pretrained": None}}}
     (folder / "metrics.json").write_text(json.dumps(metrics))
     return folder
 
 
 def test_card_of_a_self_trained_export(tmp_path, empty_manifest):
     folder = _trained_export(tmp_path)
-    publish_folder(folder, "org/mine", dry_run=True, manifest=empty_manifest)
+    entry = publish_folder(folder, "org/mine", dry_run=True, manifest=empty_manifest, card_dir=folder)
     card = (folder / "README.md").read_text()
     assert "numerically identical" not in card and "Converted from" not in card
     assert "Trained with video3d_zoo" in card and "synthetic_r3d" in card and "36 training videos" in card
@@ -46,6 +47,19 @@ def test_card_of_a_self_trained_export(tmp_path, empty_manifest):
     assert "3: `left`, `right`, `zoom`" in card and "unknown" not in card.split("## Accuracy")[0]
     assert 'video3d_zoo.load_model("hf-hub:org/mine")' in card and "--model hf-hub:org/mine" in card
     assert "create_model(" not in card, "not in the manifest: no name to create it by"
+    assert "Kinetics weights" not in card, "the architecture's description, not claims about other weights"
+    assert "trained from scratch" in card
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics["config"]["model"]["pretrained"] = "synthetic_motion"
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    publish_folder(folder, "org/mine", dry_run=True, manifest=empty_manifest, card_dir=folder)
+    card = (folder / "README.md").read_text()
+    assert "fine-tuned from the `synthetic_motion` weights of `resnet3d_10`" in card and "scratch" not in card
+    # the printed entry carries the run's numbers (percent), with the protocol metrics.json states
+    video = {(a["level"], a["metric"]): a for a in entry["accuracy"]}
+    assert video["video", "top1"]["value"] == 75.0 and video["clip", "top1"]["value"] == 70.0
+    assert video["video", "top1"]["split"].startswith("test (12 videos") and ("clip", "top5") not in video
+    assert "| synthetic data at runs/data/s0 | test (12 videos" in card
 
 
 def test_card_of_a_converted_original(tmp_path):
@@ -59,7 +73,7 @@ def test_card_of_a_converted_original(tmp_path):
                           "layout": "kenshohara2020"}, "license": "MIT", "hub": None}
     manifest = tmp_path / "m.json"
     manifest.write_text(dumps({"schema_version": 1, "entries": [entry]}), encoding="utf-8")
-    publish_folder(folder, "org/tiny", tag="tiny_16f", dry_run=True, manifest=manifest)
+    publish_folder(folder, "org/tiny", tag="tiny_16f", dry_run=True, manifest=manifest, card_dir=folder)
     card = (folder / "README.md").read_text()
     assert "Converted from `r3d10_tiny.pth`" in card and "numerically identical" in card
     assert "| classes | 7 (Tiny-7) |" in card

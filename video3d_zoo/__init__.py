@@ -19,11 +19,12 @@ from .weights.importer import import_weights
 from .models.registry import get_model_spec, list_models
 from .weights.resolve import load_model, parse_model_ref
 from .weights.loading import from_pretrained, save_pretrained
+from .jobs.feature_files import load_features
 
 
 _FACTORIES = public_factories()
 globals().update(_FACTORIES)
 
 __all__ = ["INPUT_PRESETS", "InputSpec", "ModelConfig", "Video3DZooError", "create_model",
-           "from_pretrained", "get_model_spec", "import_weights", "list_models", "list_pretrained", "load_model", "parse_model_ref",
+           "from_pretrained", "get_model_spec", "import_weights", "list_models", "list_pretrained", "load_features", "load_model", "parse_model_ref",
            "save_pretrained", "__version__", *sorted(_FACTORIES)]

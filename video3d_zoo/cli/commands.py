@@ -205,7 +205,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     from ..weights.publish import publish_folder
 
     sys.stdout.write(dumps(publish_folder(args.folder, args.repo_id, tag=args.tag, dry_run=args.dry_run,
-                                          private=args.private)))
+                                          private=args.private, card_dir=args.card_dir)))
     return 0
 
 
@@ -263,7 +263,7 @@ def _add_list_parsers(sub) -> None:
 
     p = sub.add_parser("demo", help="classify and extract features of fresh synthetic videos with the "
                        "embedded model (offline)")
-    p.add_argument("-o", "--output", default=None, help="folder for the videos and features (default: a temp dir)")
+    p.add_argument("-o", "--output", default=None, help="folder to keep the videos and features in (default: a temporary folder, removed at the end)")
     p.add_argument("--seed", type=int_at_least(0), default=2026, help="seed of the generated videos")
     p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:1, mps")
 
@@ -311,7 +311,8 @@ def _add_model_parsers(sub) -> None:
     p.add_argument("folder", help="converted folder (model.safetensors + config.json)")
     p.add_argument("--repo-id", required=True, help="Hub model repository, ORG/NAME")
     p.add_argument("--tag", help="manifest tag, e.g. k700_16f (default: the tag in config.json)")
-    p.add_argument("--dry-run", action="store_true", help="write README.md + config.json, upload nothing")
+    p.add_argument("--dry-run", action="store_true", help="upload nothing and change nothing on disk")
+    p.add_argument("--card-dir", help="with --dry-run: write the README.md + config.json it would publish here")
     p.add_argument("--private", action="store_true", help="create the repository private")
 
 

@@ -21,15 +21,20 @@ from typing import Callable, Dict, Optional, Tuple
 
 from .argtypes import EVAL_FORMATS, MODEL_REF_HELP, int_at_least, open_fraction, positive_float, positive_int
 from ..errors import ConfigError
+from ..wording import count
 
 Handler = Callable[[argparse.Namespace], int]
 
 
 # -- train --------------------------------------------------------------------------------------------
 def add_train_parser(sub) -> None:
+    from ..train.recipes import list_configs
+
     p = sub.add_parser("train", help="train a model from a config: train CONFIG [--set key=value ...] [--resume]",
-                       description="train a model from a TOML / JSON config (see configs/)")
-    p.add_argument("config", help="config file (.toml or .json)")
+                       description="train a model from a config shipped with the package (by name) or a TOML / "
+                                   "JSON file of your own (docs/training.md)")
+    p.add_argument("config", help=f"a shipped config's name ({', '.join(list_configs())}) or the path of a "
+                                  ".toml / .json config file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set optim.lr=0.01 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the run from its checkpoints/last.pt")
@@ -150,7 +155,8 @@ def eval_summary(report: dict) -> str:
     lines = [f"{data.get('format')} {data.get('split')} ({', '.join(data.get('split_files') or [])}): "
              f"{counts['listed']} listed, {counts['used']} evaluated, {counts['skipped']} skipped",
              f"protocol: {report['protocol']['description']}",
-             f"{report['num_clips']} clips: clip top-1 {report['clip_top1']:.4f}, top-5 {report['clip_top5']:.4f}; "
+             f"{count(report['num_clips'], 'clip')}: clip top-1 {report['clip_top1']:.4f}, "
+             f"top-5 {report['clip_top5']:.4f}; "
              f"video top-1 {report['video_top1']:.4f}, top-5 {report['video_top5']:.4f}; "
              f"mean class {report['mean_class_top1']:.4f}"]
     if counts["skipped_by_reason"]:
@@ -180,7 +186,7 @@ def run_make_synthetic(args: argparse.Namespace) -> int:
 
     out = make_synthetic(args.out_dir, args.videos_per_class, args.seed, size=args.size, frames=args.frames,
                          fps=args.fps, test_fraction=args.test_fraction, progress=True)
-    print(f"wrote {args.videos_per_class * len(CLASSES)} videos to {out}")
+    print(f"wrote {count(args.videos_per_class * len(CLASSES), 'video')} to {out}")
     return 0
 
 

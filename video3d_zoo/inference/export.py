@@ -44,6 +44,11 @@ def export_onnx(model: nn.Module, path, frames: Optional[int] = None, size: Opti
     axes = {"clip": {0: "batch", 2: "time"}, "logits": {0: "batch"}}
     path = Path(path)
     try:
+        import onnx  # noqa: F401  (torch.onnx.export needs it, and would only say "Module onnx is not installed!")
+    except ImportError as exc:
+        raise ExportError("ONNX export needs the onnx package: pip install 'video3d-zoo[export]' "
+                          "(onnx and onnxruntime)") from exc
+    try:
         with atomic_path(path) as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about the shape checks in check_input
             torch.onnx.export(model, (x,), str(tmp), dynamo=False, input_names=["clip"],

@@ -42,6 +42,7 @@ from ..errors import ConfigError
 from .clips import LAST_POLICIES, clip_starts, loop_pad
 from .decode import DecodeReport, DecodedFrame, FrameStream, iter_frames
 from .transforms import ClipPreprocessor
+from ..wording import count
 
 __all__ = ["ClipProtocol", "VideoClip", "ClipStream", "iter_video_clips", "video_clips"]
 
@@ -105,7 +106,7 @@ class ClipProtocol:
         clip_len, stride = self.window(spec) if spec is not None else (self.clip_len, self.stride)
         frames = f"{clip_len}-frame" if clip_len else "spec-length"
         if self.num_clips:
-            temporal = f"{self.num_clips} evenly spaced {frames} clips per video"
+            temporal = f"{count(self.num_clips, f'evenly spaced {frames} clip')} per video"
         else:
             overlap = "non-overlapping" if stride is None or stride == clip_len else f"stride {stride}"
             temporal = f"every {overlap} {frames} window (last: {self.last})"

@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, List, Sequence
 
 from ..errors import Video3DZooError
 from .extract_plan import LIST_EXTENSIONS, collect_videos
+from ..wording import count
 
 
 def prediction_record(video: str, prediction) -> Dict[str, Any]:
@@ -26,7 +27,7 @@ def prediction_record(video: str, prediction) -> Dict[str, Any]:
 
 
 def print_one(video: str, prediction) -> None:
-    print(f"{video} ({prediction.num_clips} clips, softmax averaged over clips):")
+    print(f"{video} ({count(prediction.num_clips, 'clip')}, softmax averaged over clips):")
     for label, score in prediction.top:
         print(f"  {score:7.2%}  {label}")
     for note in prediction.notes:

@@ -16,12 +16,15 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from ..wording import count
+
 DEMO_WEIGHTS = "resnet3d_10.synthetic_motion"
 
 
 @dataclass
 class DemoReport:
     out_dir: Path
+    kept: bool = True  # False: out_dir was a temporary folder, removed when the demo ended
     rows: List[Tuple[str, str, float]] = field(default_factory=list)  # (true, predicted, probability)
     feature_shapes: List[Tuple[str, Tuple[int, ...]]] = field(default_factory=list)
 
@@ -34,9 +37,11 @@ class DemoReport:
         for (true, pred, prob), (name, _) in zip(self.rows, self.feature_shapes):
             lines.append(f"{name:<26} {true:<12} {pred:<12} {prob:11.1%}")
         shape = self.feature_shapes[0][1] if self.feature_shapes else ()
-        lines.append(f"video accuracy {self.accuracy:.0%} on {len(self.rows)} fresh videos; "
-                     f"features: {shape[0] if shape else 0} clips x {shape[1] if len(shape) > 1 else 0} per video, "
-                     f"written to {self.out_dir / 'features'}")
+        lines.append(f"video accuracy {self.accuracy:.0%} on {count(len(self.rows), 'fresh video')}; "
+                     f"features: {count(shape[0] if shape else 0, 'clip')} x {shape[1] if len(shape) > 1 else 0} "
+                     "per video, " + (f"written to {self.out_dir / 'features'}" if self.kept else
+                                      "written to a temporary folder, now removed (-o DIR keeps the videos "
+                                      "and features)"))
         return "\n".join(lines)
 
 
@@ -55,13 +60,22 @@ def run_demo(out_dir: Optional[str] = None, seed: int = 2026, device: str = "cpu
              progress: bool = False) -> DemoReport:
     """Generate, classify and extract; returns the per-video results (see the module docstring)."""
     from ..devices import resolve_device
-    from .extract import run_extraction
-    from .features import classify_video
     from ..weights.resolve import load_model
 
     model = load_model(DEMO_WEIGHTS).to(resolve_device(device)).eval()
+    if out_dir:
+        return _run_demo_in(model, Path(out_dir), seed, progress)
+    with tempfile.TemporaryDirectory(prefix="video3d_zoo_demo_") as tmp:  # nothing left behind
+        report = _run_demo_in(model, Path(tmp), seed, progress)
+    report.kept = False
+    return report
+
+
+def _run_demo_in(model, out: Path, seed: int, progress: bool) -> DemoReport:
+    from .extract import run_extraction
+    from .features import classify_video
+
     spec = model.config.input_spec
-    out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="video3d_zoo_demo_"))
     # The generator's own size and length (64 px, 32 frames): preprocessing resizes as for training.
     videos = write_demo_videos(out, seed, size=64, frames=2 * spec.frames)
     report = DemoReport(out)

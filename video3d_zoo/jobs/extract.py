@@ -41,7 +41,9 @@ from ..errors import ConfigError, NonFiniteError, Video3DZooError
 from .extract_plan import (LIST_EXTENSIONS, VIDEO_EXTENSIONS, VideoJob, check_writable,  # noqa: F401
                            collect_videos, parse_shard, plan_jobs, remove_stale_temporaries, shard_from_env)
 from .features import check_finite, check_layer, clip_outputs, eval_mode, model_id, positive_int
-from .provenance import compare_record, run_record, source_identity, stored_report, video_record
+from .provenance import (compare_record, dumps, run_record, source_identity, stored_report, video_info,
+                         video_record)
+from ..wording import count
 
 
 @dataclass
@@ -70,12 +72,12 @@ class ExtractionSummary:
     def describe(self) -> str:
         lines = [f"{len(self.processed)} extracted ({len(self.new)} new, {len(self.recomputed)} recomputed), "
                  f"{len(self.skipped)} up to date (skipped), {len(self.failed)} failed",
-                 f"{len(self.partial)} partial decode(s), {len(self.still_images)} still image(s)"]
+                 f"{count(len(self.partial), 'partial decode')}, {count(len(self.still_images), 'still image')}"]
         reasons = sorted(set(self.recomputed.values()))
         if reasons:
             lines.append("recomputed because: " + "; ".join(reasons[:5]) + (" ..." if len(reasons) > 5 else ""))
         if self.cleaned:
-            lines.append(f"removed {len(self.cleaned)} leftover temporary file(s) of an interrupted run")
+            lines.append(f"removed {count(len(self.cleaned), 'leftover temporary file')} of an interrupted run")
         lines += [f"  FAILED {path}: {reason}" for path, reason in self.failed.items()]
         return "\n".join(lines)
 
@@ -87,11 +89,11 @@ class ExtractionSummary:
         clips, model = int(t["clips"]), t.get("model_s", 0.0)
         detail = f", {1000 * model / clips:.1f} ms/clip"
         if t.get("batches"):
-            detail += f"; {t.get('shared_batches', 0)} of {t['batches']} batches beside decoding"
+            detail += f"; {t.get('shared_batches', 0)} of {count(int(t['batches']), 'batch')} beside decoding"
         mode = t.get("decoding", "inline")
         compiled = f"; loading or building the compiled model {t['compile_s']:.2f} s" if t.get("compile_s") else ""
         return (f"timing: {t.get('wall_s', 0.0):.2f} s in all{compiled}; "
-                f"model {model:.2f} s ({clips} clips{detail}); "
+                f"model {model:.2f} s ({count(clips, 'clip')}{detail}); "
                 f"waiting for decoded clips {t.get('waited_s', 0.0):.2f} s; decoding ({mode}) "
                 f"{t.get('decode_s', 0.0):.2f} s; writing {t.get('write_s', 0.0):.2f} s")
 
@@ -155,7 +157,7 @@ def _stream(sources, spec, protocol, workers: int, overlap: bool, batch_size: in
     if workers > 0:
         loader = torch.utils.data.DataLoader(_ClipStream(sources, spec, protocol), batch_size=None,
                                              num_workers=workers, prefetch_factor=4)
-        return _Timed(iter(loader)), f"{workers} worker process(es)", None
+        return _Timed(iter(loader)), f"{count(workers, 'worker process')}", None
     if overlap:
         from ..io.prefetch import CoreShare, Prefetcher, decoding_cores
 
@@ -219,7 +221,9 @@ class _Collector:
         if notes and self.strict:
             return self.error(index, "; ".join(notes) + " (refused by strict)")
         started = time.perf_counter()
-        write_npz(task.job.output, features, spans, {**task.meta, "decode_report": json.dumps(report)})
+        meta = {**task.meta, "decode_report": json.dumps(report),
+                "video_info": dumps(video_info(task.job.source, report))}
+        write_npz(task.job.output, features, spans, meta)
         self.write_s += time.perf_counter() - started
         _count(self.summary, task.job, report)
         self.summary.processed.append(task.job.source)

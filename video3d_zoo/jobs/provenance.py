@@ -11,11 +11,13 @@ Every output of :func:`~video3d_zoo.jobs.extract.run_extraction` stores, next to
 * ``layer``, ``clip_protocol`` (the resolved :meth:`ClipProtocol.to_dict`) and ``input_spec``
   (the preprocessing really applied, resize grown for a larger crop included);
 * ``decode_report`` (frames decoded against announced, partial decode, still image),
-  ``package_version``, and the readable ``video``, ``clip_len`` and ``stride``.
+  ``video_info`` (the video as a player shows it: ``width``, ``height``, ``fps``, ``num_frames``,
+  ``rotation``, ``duration_s``, ``codec``; :func:`video_info`), ``package_version``, and the
+  readable ``video``, ``clip_len`` and ``stride``.
 
 A rerun keeps a file only when every key of :data:`IDENTITY_KEYS` is equal to what this run
 would write (:func:`compare_record`); anything else is recomputed, and the reason says which
-keys differ.  ``decode_report`` and ``package_version`` are information, not identity.
+keys differ.  ``decode_report``, ``video_info`` and ``package_version`` are information, not identity.
 """
 
 from __future__ import annotations
@@ -113,6 +115,26 @@ def run_record(model, model_name: str, layer: str, protocol, spec_dict: dict, sp
 
 def video_record(run: Dict[str, object], source: dict) -> Dict[str, object]:
     return {**run, "source": dumps(source), "video": source["path"]}
+
+
+def video_info(path: os.PathLike, report: dict) -> dict:
+    """The decoded video's upright ``width`` x ``height``, source ``fps``, ``num_frames``, ``rotation``, ...
+
+    ``num_frames`` is the count of frames decoded (``num_frames_source`` ``"decoded"``) when the
+    whole video decoded, else the container's figure (:func:`~video3d_zoo.io.decode.probe_video`).
+    """
+    from ..errors import Video3DZooError
+    from ..io.decode import probe_video
+
+    try:
+        info = probe_video(path)
+    except (Video3DZooError, OSError) as exc:  # decoded a moment ago: only a file changed meanwhile gets here
+        return {"error": str(exc)}
+    whole = report.get("frames") and not report.get("partial")
+    return {"width": info.width, "height": info.height, "fps": info.fps, "rotation": info.rotation,
+            "num_frames": int(report["frames"]) if whole else info.num_frames,
+            "num_frames_source": "decoded" if whole else info.num_frames_source,
+            "duration_s": info.duration_s, "codec": info.codec}
 
 
 def read_record(path: Path) -> Dict[str, str]:

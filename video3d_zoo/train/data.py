@@ -25,6 +25,7 @@ import torch
 from ..models.config import InputSpec
 from ..errors import DataError, Video3DZooError
 from ..io.protocol import ClipProtocol
+from ..wording import count
 from .readers import (VIDEO_EXTENSIONS, DataIssues, VideoItem, VideoList,  # noqa: F401 (re-exported)
                       folder_classes, kinetics_labels, read_folder, read_hmdb51, read_kinetics, read_list,
                       read_split, read_ucf101)
@@ -279,7 +280,8 @@ def prepare_synthetic(data, echo: Callable[[str], None] = print, progress: bool 
         if all(meta.get(k) == v for k, v in want.items()):
             return root
         echo(f"{root}: holds another synthetic data set ({ {k: meta.get(k) for k in want} }); regenerating")
-    echo(f"writing the synthetic motion data set to {root} ({syn.videos_per_class} videos per class, seed {syn.seed})")
+    echo(f"writing the synthetic motion data set to {root} ({count(syn.videos_per_class, 'video')} per class, "
+         f"seed {syn.seed})")
     make_synthetic(root, syn.videos_per_class, syn.seed, size=syn.size, frames=syn.frames,
                    test_fraction=syn.test_fraction, progress=progress)
     return root
@@ -287,4 +289,5 @@ def prepare_synthetic(data, echo: Callable[[str], None] = print, progress: bool 
 
 def describe_counts(videos: VideoList) -> str:
     counts = np.bincount([it.label for it in videos.items], minlength=len(videos.labels))
-    return f"{len(videos)} videos, {len(videos.labels)} classes ({counts.min()}-{counts.max()} per class)"
+    return (f"{count(len(videos), 'video')}, {count(len(videos.labels), 'class')} "
+            f"({counts.min()}-{counts.max()} per class)")

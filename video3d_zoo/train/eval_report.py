@@ -160,7 +160,8 @@ def save_confusion_png(confusion: Sequence[Sequence[int]], labels: Sequence[str]
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("matplotlib is not installed: no confusion-matrix PNG (pip install matplotlib)", file=sys.stderr)
+        print("matplotlib is not installed: no confusion-matrix PNG (pip install 'video3d-zoo[train]')",
+              file=sys.stderr)
         return None
 
     cm = np.asarray(confusion, dtype=np.float64)

@@ -35,6 +35,7 @@ from .data import ClipSampling, DataIssues, EvalVideos, VideoList, collate_eval,
 from .distributed import DistInfo, all_gather_objects
 from .eval_report import save_confusion_png, write_eval_outputs  # noqa: F401 (re-exported)
 from .eval_splits import SplitRequest, read_eval_split
+from ..wording import count
 
 
 @dataclass
@@ -168,7 +169,7 @@ class _Checks:
         if self.check_finite and not bool(torch.isfinite(logits).all()):
             bad = int((~torch.isfinite(logits)).sum())
             self.issues.report("non_finite_logits", where, f"{bad} of the {logits.numel()} logits of its "
-                                                           f"{len(logits)} clips are NaN or infinite")
+                                                           f"{count(len(logits), 'clip')} are NaN or infinite")
             return False
         if report and (report.get("partial") or report.get("still_image")):
             if self.strict:
@@ -284,7 +285,7 @@ def _label_map(videos: VideoList, net: nn.Module):
         return None, list(videos.labels)
     missing = [c for c in videos.labels if c not in model_labels]
     if missing:
-        raise DataError(f"{len(missing)} class(es) of the data set are not among the model's "
+        raise DataError(f"{count(len(missing), 'class')} of the data set are not among the model's "
                         f"{len(model_labels)} labels: {missing[:10]}")
     return [model_labels.index(c) for c in videos.labels], model_labels
 

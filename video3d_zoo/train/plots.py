@@ -15,7 +15,7 @@ def plot_curves(history: Sequence[Dict[str, Any]], path: Union[str, Path], title
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("matplotlib is not installed: no curves.png (pip install matplotlib); log.csv has the numbers",
+        print("matplotlib is not installed: no curves.png (pip install 'video3d-zoo[train]'); log.csv has the numbers",
               file=sys.stderr)
         return None
 

@@ -21,6 +21,7 @@ from .data import ClipSampling
 from .distributed import barrier, broadcast_object
 from .eval_report import write_eval_outputs
 from .evaluate import EvalResult, predict_videos
+from ..wording import count
 
 CSV_FIELDS = ("epoch", "step", "lr", "train_loss", "train_top1", "val_loss", "val_clip_top1",
               "val_video_top1", "val_video_top5", "epoch_time_s", "elapsed_s")
@@ -111,7 +112,7 @@ class TrainerFinish:
 
             plot_curves(self.history, self.run / "curves.png", title=self.run.name)
         msg = (f"done: video top-1 {metrics['video_top1']:.4f}, top-5 {metrics['video_top5']:.4f}, "
-               f"clip top-1 {metrics['clip_top1']:.4f} on {metrics['num_videos']} videos; "
+               f"clip top-1 {metrics['clip_top1']:.4f} on {count(metrics['num_videos'], 'video')}; "
                if metrics else "done: ")
         self.echo(msg + f"{self.elapsed():.0f} s; {self.issues.summary()}; exported {export_dir}")
 
@@ -119,7 +120,7 @@ class TrainerFinish:
         """``export/metrics.json``."""
         cfg = self.cfg
         return {
-            "evaluated_on": f"{self.val_videos.name} ({len(self.val_videos)} videos, every non-overlapping "
+            "evaluated_on": f"{self.val_videos.name} ({count(len(self.val_videos), 'video')}, every non-overlapping "
                             f"{self.spec.frames}-frame clip, centre crop {self.spec.crop_size})",
             **{k: metrics[k] for k in _SUMMARY_METRICS if k in metrics},
             "epochs": len(self.history), "global_steps": self.global_step,

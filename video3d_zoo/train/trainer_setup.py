@@ -26,6 +26,7 @@ from .distributed import DistInfo, barrier, broadcast_object, init_distributed, 
 from .guard import DivergenceGuard
 from .prepare import freeze_before, seed_everything
 from .schedule import LRSchedule
+from ..wording import count
 
 
 class Echo:
@@ -199,5 +200,5 @@ class TrainerSetup:
         spec = self.spec
         self.echo(f"model {cfg.model.name} {cfg.model.arch_kwargs or ''}: {n_params / 1e6:.3f} M parameters "
                   f"({n_train / 1e6:.3f} M trained); input {spec.frames}x{spec.crop_size}x{spec.crop_size} "
-                  f"(resize {self.sampling.resize}); {info.world_size} process(es) on {self.device}; "
+                  f"(resize {self.sampling.resize}); {count(info.world_size, 'process')} on {self.device}; "
                   f"amp {self.amp_dtype or 'off'}")

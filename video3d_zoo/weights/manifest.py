@@ -20,6 +20,7 @@ manifest file, for private zoos and mirrors.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat as stat_module
 from pathlib import Path
@@ -33,6 +34,7 @@ from .manifest_schema import (LAYOUTS, LEVELS, METRICS, SCHEMA_VERSION, Accuracy
 
 MANIFEST_ENV = "VIDEO3D_ZOO_MANIFEST"
 MANIFEST_NAME = "weights_manifest.json"
+PACKAGED_MANIFEST_LABEL = "the weights manifest shipped with video3d_zoo"
 
 __all__ = ["Accuracy", "Dataset", "EmbeddedFile", "HubLocation", "LAYOUTS", "LEVELS", "MANIFEST_ENV",
            "MANIFEST_NAME", "METRICS", "Manifest", "SCHEMA_VERSION", "Upstream", "WeightsEntry", "dumps",
@@ -71,7 +73,10 @@ def load_manifest(path: Union[str, os.PathLike, None] = None) -> Manifest:
                             f"such as {MANIFEST_NAME}")
     key = (str(target.resolve()), stat.st_mtime_ns, stat.st_size)
     if key not in _CACHE:
-        _CACHE[key] = parse_manifest(_read_json(target, origin), path=str(target))
+        manifest = parse_manifest(_read_json(target, origin), path=str(target))
+        # messages name a manifest the user chose by its path, the package's copy by what it is
+        _CACHE[key] = manifest if path is not None or os.environ.get(MANIFEST_ENV) else \
+            dataclasses.replace(manifest, path=PACKAGED_MANIFEST_LABEL)
     return _CACHE[key]
 
 

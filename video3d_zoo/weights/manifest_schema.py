@@ -245,7 +245,7 @@ class Manifest:
         aliases = self.aliases.get(model, {})
         alias_text = (", aliases: " + ", ".join(f"{k} -> {v}" for k, v in sorted(aliases.items()))
                       if aliases else "")
-        return f"; available: {', '.join(tags)}{alias_text}"
+        return f"; available: {', '.join(tags)}{alias_text} (name one as {model}.TAG)"
 
     def to_dict(self) -> dict:
         out: Dict[str, Any] = {"schema_version": self.schema_version}

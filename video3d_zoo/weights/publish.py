@@ -9,7 +9,7 @@
    upstream, license - or, for weights the manifest does not know yet, builds one from the
    config (parameters and GMACs counted with :func:`~video3d_zoo.inference.profile.profile`);
 3. writes ``config.json`` (with the tag, labels and input spec of the entry) and the model card
-   ``README.md`` into the folder;
+   ``README.md`` into the folder (a dry run writes nothing there: into ``card_dir`` if given);
 4. unless ``dry_run``, creates the repository and uploads the three files in one commit with
    ``HfApi().create_repo`` / ``HfApi().upload_folder``, then checks the published file's size
    and sha256 at that commit (one HEAD request);
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
@@ -29,6 +30,7 @@ from ..models.config import ModelConfig
 from ..errors import CheckpointError, ConfigError, IntegrityError, ManifestError
 from ..fileio import write_text_atomic
 from .loading import CONFIG_NAME, WEIGHTS_NAME, read_safetensors
+from ..wording import count
 
 PathLike = Union[str, os.PathLike]
 CARD_NAME = "README.md"
@@ -102,6 +104,28 @@ def _template_entry(config: ModelConfig, tag: str, manifest) -> Dict[str, Any]:
             "upstream": None, "license": None, "hub": None}
 
 
+def _accuracy_from_metrics(metrics: Dict[str, Any], dataset: Optional[str]) -> list:
+    """The manifest's accuracy records (percent) of a training run's ``metrics.json``."""
+    data = (metrics.get("config") or {}).get("data") or {}
+    name = dataset or f"{data.get('format', 'unknown')} data at {data.get('root', 'unknown')}"
+    records = []
+    for level in ("video", "clip"):
+        for metric in ("top1", "top5"):
+            value = metrics.get(f"{level}_{metric}")
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1:
+                records.append({"dataset": name, "split": metrics.get("evaluated_on"), "metric": metric,
+                                "value": round(100.0 * value, 2), "level": level, "crops": 1, "clips": None,
+                                "source": f"video3d_zoo.train ({METRICS_NAME} of the run)", "note": None})
+    return records
+
+
+def _architecture_text(description: str) -> str:
+    """A registry description without its claims about which weights exist (the card says what these are)."""
+    text = re.sub(r"\s*\([^()]*\bweights\b[^()]*\)", "", description)   # "(2017 Kinetics weights)"
+    text = re.sub(r";[^;.]*\bweights\b[^;.]*", "", text)                 # "; 2017 and 2020 Kinetics weights"
+    return re.sub(r"(^|(?<=\. ))[^.]*\bweights\b[^.]*\.\s*", "", text).strip()
+
+
 def _fmt_number(value: Optional[float], digits: int = 2) -> str:
     return "unknown" if value is None else f"{value:.{digits}f}"
 
@@ -116,11 +140,15 @@ def _origin_lines(entry: Dict[str, Any], release: str, metrics: Optional[Dict[st
         return ["How these weights were made is not recorded (no upstream original in the manifest and no "
                 f"`{METRICS_NAME}` from a training run).", ""]
     cfg = metrics.get("config") or {}
-    data = cfg.get("data") or {}
+    data, model = cfg.get("data") or {}, cfg.get("model") or {}
+    start = (f"fine-tuned from the `{model['pretrained']}` weights of `{model.get('name', 'the model')}`"
+             if model.get("pretrained") else "trained from scratch (random initialisation)" if model else None)
     lines = [f"Trained with video3d_zoo (`video3d-zoo train`, config `{Path(str(cfg.get('source') or 'not recorded')).name}`) "
-             f"on `{data.get('format', 'unknown')}` data from `{data.get('root', 'unknown')}`: "
-             f"{metrics.get('epochs', '?')} epochs, {metrics.get('train_videos', '?')} training videos, "
-             f"{metrics.get('processes', 1)} process(es), {metrics.get('weights', 'last')} weights exported. "
+             f"on `{data.get('format', 'unknown')}` data from `{data.get('root', 'unknown')}`"
+             f"{', ' + start if start else ''}: "
+             f"{count(metrics.get('epochs', '?'), 'epoch')}, "
+             f"{count(metrics.get('train_videos', '?'), 'training video')}, "
+             f"{count(metrics.get('processes', 1), 'process')}, {metrics.get('weights', 'last')} weights exported. "
              f"The full config is in `{METRICS_NAME}`.", "",
              f"Evaluated on {metrics.get('evaluated_on', 'not recorded')} (softmax averaged over the clips of "
              "each video for video-level numbers):", "", "| metric | value |", "|---|---|"]
@@ -130,12 +158,12 @@ def _origin_lines(entry: Dict[str, Any], release: str, metrics: Optional[Dict[st
 
 
 def _classes_text(entry: Dict[str, Any], dataset: Optional[str]) -> str:
-    labels, count = entry.get("labels"), entry["num_classes"]
+    labels, num = entry.get("labels"), entry["num_classes"]
     where = f" ({dataset})" if dataset else ""
     if isinstance(labels, (list, tuple)):
         shown = ", ".join(f"`{name}`" for name in labels[:20])
-        return f"{count}{where}: {shown}{', ...' if len(labels) > 20 else ''}"
-    return f"{count}{where}"
+        return f"{num}{where}: {shown}{', ...' if len(labels) > 20 else ''}"
+    return f"{num}{where}"
 
 
 def _usage_lines(model: str, tag: str, repo_id: str, inp: Dict[str, Any], known: bool) -> list:
@@ -173,7 +201,7 @@ def model_card(entry: Dict[str, Any], repo_id: str, sha256: str, size: int,
     lines = ["---", f"license: {_SPDX_CARD.get(license_id, 'other') if license_id else 'other'}",
              "library_name: video3d-zoo", "pipeline_tag: video-classification", "tags:"]
     lines += [f"- {t}" for t in tags]
-    lines += ["---", "", f"# {model}.{tag}", "", spec.description, ""]
+    lines += ["---", "", f"# {model}.{tag}", "", _architecture_text(spec.description), ""]
     lines += _origin_lines(entry, release, metrics)
     lines += ["## Model", "", "| | |", "|---|---|", f"| architecture | `{model}` |",
               f"| architecture arguments | `{json.dumps(entry.get('arch_kwargs') or {})}` |",
@@ -202,7 +230,7 @@ def model_card(entry: Dict[str, Any], repo_id: str, sha256: str, size: int,
             level = f"{acc['level']}-level" if acc.get("level") else "level not stated"
             views = ", ".join(str(x) for x in (
                 f"{acc['crops']} crop(s)" if acc.get("crops") else None,
-                (f"{acc['clips']} clips" if isinstance(acc.get("clips"), int) else acc.get("clips"))) if x)
+                (count(acc["clips"], "clip") if isinstance(acc.get("clips"), int) else acc.get("clips"))) if x)
             lines.append(f"| {acc['dataset']} | {acc.get('split') or 'not stated'} | {metric} | {acc['value']} | "
                          f"{level}{', ' + views if views else ''} | {acc['source']} |")
         notes = [acc["note"] for acc in accuracy if acc.get("note")]
@@ -237,15 +265,17 @@ def model_card(entry: Dict[str, Any], repo_id: str, sha256: str, size: int,
 
 def publish_folder(folder: PathLike, repo_id: str, tag: Optional[str] = None, *, dry_run: bool = False,
                    manifest: Any = None, private: bool = False, commit_message: Optional[str] = None,
-                   token: Optional[str] = None, api: Any = None, verify_remote: bool = True) -> Dict[str, Any]:
+                   token: Optional[str] = None, api: Any = None, verify_remote: bool = True,
+                   card_dir: Optional[PathLike] = None) -> Dict[str, Any]:
     """Publish a converted folder; return its finished manifest entry (see the module docstring).
 
     Args:
         folder: converted folder (``model.safetensors`` + ``config.json``).
         repo_id: ``ORG/NAME`` of the Hub model repository (created if missing).
         tag: manifest tag (``k700_16f``); default: the ``tag`` in ``config.json``.
-        dry_run: write ``README.md`` and ``config.json`` and return the entry, upload nothing
-            (``hub.revision`` is ``None``).
+        dry_run: return the entry, upload nothing (``hub.revision`` is ``None``) and change nothing
+            on disk: ``README.md`` and ``config.json`` as they would be published go to ``card_dir``
+            if given (it may be ``folder`` itself), else nowhere.
         manifest: a :class:`~video3d_zoo.weights.manifest.Manifest` or a path; default: the active manifest
             (``$VIDEO3D_ZOO_MANIFEST`` or the packaged one).  Its ``model.tag`` entry is the template.
         private: create the repository private.
@@ -255,6 +285,9 @@ def publish_folder(folder: PathLike, repo_id: str, tag: Optional[str] = None, *,
     from .hub import sha256_file
     from .manifest import Manifest, load_manifest, parse_manifest
 
+    if card_dir is not None and not dry_run:
+        raise ConfigError("card_dir (--card-dir) is for a dry run; a publish writes README.md and config.json "
+                          "into the folder it uploads")
     folder = Path(folder)
     config = _read_folder(folder)
     tag = tag or config.tag
@@ -277,13 +310,20 @@ def publish_folder(folder: PathLike, repo_id: str, tag: Optional[str] = None, *,
         labels = load_label_set(labels)
     published_config = config.replace(
         tag=tag, input_spec=entry["input_spec"], labels=tuple(labels) if labels is not None else config.labels)
-    write_text_atomic(folder / CONFIG_NAME, published_config.to_json() + "\n")
 
     weights = folder / WEIGHTS_NAME
     sha256, size = sha256_file(weights), weights.stat().st_size
     metrics_file = folder / METRICS_NAME
     metrics = json.loads(metrics_file.read_text(encoding="utf-8")) if metrics_file.is_file() else None
-    write_text_atomic(folder / CARD_NAME, model_card(entry, repo_id, sha256, size, metrics))
+    if metrics is not None and not entry.get("accuracy"):
+        entry["accuracy"] = _accuracy_from_metrics(metrics, (entry.get("dataset") or {}).get("name"))
+    card = model_card(entry, repo_id, sha256, size, metrics)
+    # a dry run changes nothing on disk unless asked to show its files (``card_dir``)
+    out = folder if not dry_run else (Path(card_dir) if card_dir is not None else None)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / CONFIG_NAME, published_config.to_json() + "\n")
+        write_text_atomic(out / CARD_NAME, card)
 
     revision = None
     if not dry_run:
