@@ -113,6 +113,16 @@ def recipes_page(recipes: Sequence[Recipe]) -> str:
            "compares finished runs with the reported figures.", "", "## Paper groups", ""]
     out += [f"- **{g}**: {GROUPS[g][0]}. Figure: {GROUPS[g][1]}. Reported: {group_figures(g, recipes)}."
             for g in GROUPS]
+    out += ["", "## Data sets", "",
+            "Set `data.root` (the videos) and `data.annotations` of a recipe to your copy, in the data set's "
+            "published format: Kinetics CSVs (`kinetics`), UCF-101 `ucfTrainTestlist` (`ucf101`), HMDB-51 split "
+            "files (`hmdb51`), the ActivityNet v1.3 JSON (`activitynet`: one item per annotated segment, classes "
+            "= the taxonomy's leaves), Moments in Time's `moments_categories.txt` + `trainingSet.csv` / "
+            "`validationSet.csv` (`moments`), STAIR Actions' `actionlist.csv` + `videolist_{train,val}.txt` "
+            "(`stair`).  Merged sets (`merged`: K+M, K+M+S, K+S, M+S) read each set from `data.parts.<set>` "
+            "(`--set data.parts.moments.root=...`) and number the classes set after set in `data.merge` order; "
+            "the original merge script is not public, so this order is an assumption, not checked against the "
+            "released heads.  `video3d-zoo eval --format` reads the same formats (merged sets excepted)."]
     out += ["", "## Every recipe", "",
             "| recipe | reproduces | groups | reported | settings from |", "|---|---|---|---|---|"]
     for r in recipes:
@@ -120,7 +130,10 @@ def recipes_page(recipes: Sequence[Recipe]) -> str:
         rep = f"{found[0]:g} {found[1]} ({found[2]})" if found else "not reported"
         out.append(f"| `{r.name}` | {f'`{r.reproduces}`' if r.reproduces else '-'} | {', '.join(r.groups)} | "
                    f"{rep} | {r.sources()} |")
-    out += ["", "## Cost on paper", "", cost_assumptions() + ".", "",
+    out += ["", "## Cost on paper", "", cost_assumptions() + ".  Validation passes are not counted, and "
+            "fine-tunes are costed as full backward passes (an upper bound).  The loader rate is for decoding "
+            "H.264 videos on the fly at short side 240 on a small shared CPU: the workers column shows how far "
+            "on-the-fly decoding is from feeding a GPU (the original code read pre-extracted JPEG frames).", "",
             "| recipe | fwd GMACs/clip | training clips | PFLOP | GPU-hours | clips/s per GPU | loader workers per GPU |",
             "|---|---:|---:|---:|---:|---:|---:|"]
     for r in recipes:

@@ -104,14 +104,14 @@ def report_page(runs: List[RunResult], figures: Dict[str, str]) -> str:
     out = ["# Reproduction report", "",
            f"{len(runs)} finished runs, measured against the figures their recipes report "
            "(`video3d-zoo train --list`).  Written by `video3d-zoo train --report`.", "",
-           "| run | recipe | reproduces | protocol | top-1 | top-5 | measured | reported | difference |",
+           "| run | recipe | reproduces | measured with | top-1 | top-5 | measured | reported (source; protocol) | difference |",
            "|---|---|---|---|---:|---:|---:|---|---:|"]
     for run in runs:
         r = run.recipe
         found = r.reported() if r else None
         value = measured_value(run)
         diff = f"{value - found[0]:+.1f}" if value is not None and found else "-"
-        rep = f"{found[0]:g} {found[1]} ({found[2]})" if found else "not reported"
+        rep = f"{found[0]:g} {found[1]} ({found[2]}; {r.protocol()})" if found else "not reported"
         out.append(f"| `{run.folder.name}` | {f'`{r.name}`' if r else run.name + ' (no recipe)'} | "
                    f"{(r.reproduces if r else None) or '-'} | {run.protocol} | {_pct(run.top1)} | {_pct(run.top5)} | "
                    f"{'-' if value is None else f'{value:.1f}'} | {rep} | {diff} |")
@@ -149,6 +149,7 @@ def plot_scratch(runs: List[RunResult], path: Path) -> Optional[Path]:
         ax.plot([h["epoch"] for h in val], [h["val_loss"] for h in val], label="validation")
         ax.set_title(run.recipe.row.data, fontsize=9)
         ax.set_xlabel("epoch")
+        ax.set_yscale("log")
     axes[0][0].set_ylabel("cross-entropy")
     axes[0][0].legend()
     return save_png(fig, path)
@@ -177,6 +178,7 @@ def plot_depth(runs: List[RunResult], path: Path) -> Optional[Path]:
     ax.plot([p[0] for p in points if p[2] is not None], [p[2] for p in points if p[2] is not None], "s--",
             label="reported")
     ax.set_xscale("log")
+    ax.minorticks_off()
     ax.set_xticks([p[0] for p in points])
     ax.set_xticklabels([str(p[0]) for p in points])
     ax.set_xlabel("ResNet depth")

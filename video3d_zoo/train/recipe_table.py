@@ -37,8 +37,8 @@ BASES: Dict[str, Dict[str, Any]] = {
                  "train": {"epochs": 300}, "finetune": {"from_stage": "layer4"}},
 }
 BASE_SOURCES = {
-    "2017": "CVPR2018 branch opts.py defaults (reference-facts 4, Era A); author #62",
-    "2020": "master opts.py defaults (reference-facts 4, Era B); master README: 200 epochs",
+    "2017": "CVPR2018 branch opts.py / main.py defaults (author: defaults used for Kinetics, #62)",
+    "2020": "master opts.py / main.py defaults; master README: 200 epochs",
     "finetune": "author's fine-tune options #47 (UCF-101), #170 (HMDB-51); paper: conv5_x + fc",
 }
 
