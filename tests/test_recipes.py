@@ -77,6 +77,21 @@ def test_cost_on_paper(capsys):
     assert "H100" in out and "clips/s" in out and len(out.splitlines()) == 1 + 1 + 6 + 1  # group, header, recipes, assumptions
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--list", "nope"], "no recipe or group 'nope'"),
+    (["--report", "/no/such/runs", "-o", "r.md"], "no such runs folder"),
+    (["--cost"], "--cost goes with --list"),
+    (["synthetic_r3d", "--list"], "take no config"),
+    ([], "give a config file or recipe name"),
+])
+def test_recipe_options_refuse_bad_use(argv, message, capsys):
+    try:
+        status = main(["train", *argv])
+    except SystemExit as exc:  # argparse's usage errors
+        status = exc.code
+    assert status == 2 and message in capsys.readouterr().err
+
+
 # -- running the recipes on a synthetic set in each format -----------------------------------------------
 @pytest.fixture(scope="module")
 def sets(tmp_path_factory):

@@ -102,9 +102,11 @@ def add_eval_parser(sub) -> None:
     g = p.add_argument_group("data set and split")
     g.add_argument("--format", choices=EVAL_FORMATS, default="folder", help="how the data set lists its videos")
     g.add_argument("--annotations", help="split files: UCF-101 / HMDB-51 / folder lists folder, Kinetics CSV "
-                   "folder or file, list: classes.txt (default: DATA)")
+                   "folder or file, ActivityNet JSON, Moments in Time / STAIR Actions list folder, list: "
+                   "classes.txt (default: DATA)")
     g.add_argument("--fold", type=int, choices=(1, 2, 3), help="UCF-101 / HMDB-51 split number (default 1)")
-    g.add_argument("--split", help="train | val | test (default test); folder: a list name or 'all'")
+    g.add_argument("--split", help="train | val | test (default test; activitynet, moments, stair: val); "
+                   "folder: a list name or 'all'")
     _add_eval_clip_args(p.add_argument_group("clips (default: every non-overlapping centre clip)"))
     _add_eval_run_args(p.add_argument_group("running"))
     g = p.add_argument_group("output")
