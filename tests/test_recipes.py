@@ -158,10 +158,16 @@ def test_scratch_and_depth_groups_end_to_end_with_report(sets, tmp_path):
         r = recipe(name)
         run = train(load_config(name, tiny_overrides(r, sets, runs, epochs=2, steps=0)))
         assert (run / "curves.png").is_file() and (run / "eval" / "metrics.json").is_file()
+    ucf = sets["ucf101"]
+    assert main(["eval", "--weights", str(runs / "resnet3d_18.ucf101s1_scratch" / "export"), ucf["root"], "--format",
+                 "ucf101", "--annotations", ucf["annotations"], "--out", str(runs / "eval_ucf"), "--device", "cpu"]) == 0
     page = tmp_path / "docs" / "reproduction.md"
     assert main(["train", "--report", str(runs), "-o", str(page)]) == 0
     text = page.read_text()
     found = gather_runs(runs)
+    evals = [f for f in found if f.kind == "eval"]
+    assert len(evals) == 1 and evals[0].recipe is None and "eval_ucf" in text and "ucf101 test" in evals[0].protocol
+    found = [f for f in found if f.kind == "train"]
     assert {f.recipe.name for f in found} == names
     for f in found:
         assert f"`{f.recipe.name}`" in text and f.top1 is not None

@@ -59,7 +59,7 @@ def _eval_run(metrics_file: Path) -> Optional[RunResult]:
     if data is None or "video_top1" not in data or not isinstance(data.get("model"), dict):
         return None
     model = data["model"]
-    name = f"{model.get('architecture')}.{model.get('tag')}"
+    name = f"{model.get('architecture')}.{model.get('tag')}" if model.get("tag") else str(model.get("ref"))
     protocol = (data.get("protocol") or {}).get("description", "?")
     where = data.get("data") or {}
     return RunResult(metrics_file.parent, recipe(name), name, data.get("video_top1"), data.get("video_top5"),
