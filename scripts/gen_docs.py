@@ -1,6 +1,6 @@
 """Generate the docs' model tables and plots from the registry, the manifest and results/*.csv.
 
-    python scripts/gen_docs.py           # rewrite docs/models.md, generated blocks, docs/img/*.png
+    python scripts/gen_docs.py           # rewrite docs/models.md, docs/recipes.md, generated blocks, docs/img/*.png
     python scripts/gen_docs.py --check   # exit 1 if anything generated is stale (CI)
 
 Hand-written pages hold generated blocks between ``<!-- generated:NAME -->`` and
@@ -319,6 +319,14 @@ def grad_checkpointing_table() -> str:
     return "\n".join(out)
 
 
+def recipes_page() -> str:
+    """docs/recipes.md: every recipe with its reported figure and its cost on paper."""
+    from video3d_zoo.train.recipe_cost import recipes_page as page
+    from video3d_zoo.train.recipes import all_recipes
+
+    return page(all_recipes())
+
+
 BLOCKS: Dict[str, Callable[[], str]] = {"bench": bench_table, "aliases": alias_table,
                                          "grad_checkpointing": grad_checkpointing_table,
                                          "end_to_end": end_to_end_table, "cold_start": cold_start_table}
@@ -337,7 +345,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     problems = []
-    outputs = {DOCS / "models.md": models_page()}
+    outputs = {DOCS / "models.md": models_page(), DOCS / "recipes.md": recipes_page()}
     for page in sorted(DOCS.glob("*.md")):
         if page not in outputs and "<!-- generated:" in page.read_text():
             outputs[page] = fill_blocks(page.read_text())

@@ -124,7 +124,7 @@ def test_bad_number_is_refused_naming_the_key(override, key, why):
 ], ids=["missing", "folder", "unknown-key", "set-without-value", "lr-nan", "momentum-2", "batch-0", "bad-toml"])
 def test_cli_user_errors_are_one_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the config's relative output.dir "runs" would land here
-    paths = {"missing": tmp_path / "nope.toml", "folder": tmp_path, "good": ROOT / "configs" / "synthetic_r3d.toml",
+    paths = {"missing": tmp_path / "nope.toml", "folder": tmp_path, "good": ROOT / "video3d_zoo" / "configs" / "synthetic_r3d.toml",
              "bad_toml": tmp_path / "bad.toml"}
     (tmp_path / "bad.toml").write_text("[optim]\nlr = \n")
     rc, err, _ = cli(capsys, *[a.format(**paths) for a in argv])
@@ -134,7 +134,7 @@ def test_cli_user_errors_are_one_line_and_exit_2(argv, message, capsys, tmp_path
 
 
 def test_cli_subprocess_prints_one_line_without_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "video3d_zoo.train", str(ROOT / "configs" / "synthetic_r3d.toml"),
+    proc = subprocess.run([sys.executable, "-m", "video3d_zoo.train", str(ROOT / "video3d_zoo" / "configs" / "synthetic_r3d.toml"),
                            "--set", "optim.lr=inf"], capture_output=True, text=True, timeout=120, cwd=tmp_path,
                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert proc.returncode == 2

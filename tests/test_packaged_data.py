@@ -1,4 +1,4 @@
-"""Data shipped inside the package: class-name lists and training configs (reachable by name)."""
+"""Data shipped inside the package: class-name lists and training configs and recipes (reachable by name)."""
 
 from __future__ import annotations
 
@@ -54,37 +54,38 @@ def test_label_orders():
         load_label_set("moments")
 
 
-def test_packaged_configs_are_the_repository_configs():
-    top = sorted(p.name for p in (ROOT / "configs").glob("*.toml"))
-    assert top and top == sorted(p.name for p in packaged_configs_dir().glob("*.toml")), \
-        "configs/ and video3d_zoo/configs/ must hold the same files: copy configs/*.toml into video3d_zoo/configs/"
-    for name in top:
-        assert (ROOT / "configs" / name).read_bytes() == (packaged_configs_dir() / name).read_bytes(), name
-        assert _shipped(f"configs/{name}")
-    assert list_configs() == [n[: -len(".toml")] for n in top]
+def test_one_copy_of_each_config():
+    """Configs live once, in the package; the release recipes come from the recipe table, not files."""
+    assert not (ROOT / "configs").exists(), "the training configs live in video3d_zoo/configs/ only"
+    names = sorted(p.name for p in packaged_configs_dir().glob("*.toml"))
+    assert names and all(_shipped(f"configs/{name}") for name in names)
+    assert list_configs() == [n[: -len(".toml")] for n in names]
 
 
 def test_config_by_name_or_path(tmp_path, monkeypatch):
     from video3d_zoo.train.config import TrainConfigError, load_config
 
     monkeypatch.chdir(tmp_path)  # not the repository: names must come from the package
-    by_name = load_config("ucf101_resnext101_finetune")
-    assert by_name.source == str(packaged_configs_dir() / "ucf101_resnext101_finetune.toml")
-    assert load_config("ucf101_resnext101_finetune.toml").to_dict() == by_name.to_dict()
-    path = ROOT / "configs" / "ucf101_resnext101_finetune.toml"
-    assert load_config(str(path)).to_dict() == {**by_name.to_dict(), "source": str(path)}
+    by_name = load_config("synthetic_r3d")
+    assert by_name.source == str(packaged_configs_dir() / "synthetic_r3d.toml")
+    assert load_config("synthetic_r3d.toml").to_dict() == by_name.to_dict()
+    path = packaged_configs_dir() / "synthetic_r3d.toml"
+    assert load_config(str(path)).to_dict() == by_name.to_dict()
+    recipe = load_config("resnext3d_101.ucf101s1_16f")
+    assert recipe.source == "recipe:resnext3d_101.ucf101s1_16f" and recipe.model.pretrained == "k400_16f"
+    assert load_config("ucf101_resnext101_finetune").to_dict() == recipe.to_dict()  # the config's old name
     (tmp_path / "synthetic_r3d").mkdir()  # an existing path wins over a packaged name
     assert resolve_config_path("synthetic_r3d") == tmp_path.joinpath("synthetic_r3d").relative_to(tmp_path)
     with pytest.raises(TrainConfigError, match="no such config file.*packaged configs \\(by name\\): .*synthetic_r3d"):
         load_config("no_such_recipe")
     with pytest.raises(TrainConfigError, match="no such config file"):
-        load_config("sub/ucf101_resnext101_finetune")  # a path is never looked up by name
+        load_config("sub/resnext3d_101.ucf101s1_16f")  # a path is never looked up by name
 
 
 def test_cli_train_takes_a_packaged_config_by_name(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "video3d_zoo", "train", "ucf101_resnext101_finetune",
+    result = subprocess.run([sys.executable, "-m", "video3d_zoo", "train", "resnext3d_101.ucf101s1_16f",
                              "--print-config"], capture_output=True, text=True, cwd=tmp_path, timeout=300,
                             env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr[-2000:]
     config = json.loads(result.stdout)
-    assert config["model"]["name"] == "resnext3d_101" and config["source"].endswith("ucf101_resnext101_finetune.toml")
+    assert config["model"]["name"] == "resnext3d_101" and config["source"] == "recipe:resnext3d_101.ucf101s1_16f"

@@ -23,7 +23,7 @@ from video3d_zoo.train.loop import KILL_ENV, freeze_before, set_train_mode
 from video3d_zoo.train.schedule import LRSchedule
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((ROOT / "configs").glob("*.toml"))
+CONFIGS = sorted((ROOT / "video3d_zoo" / "configs").glob("*.toml"))
 
 
 def _safetensors(path: Path) -> dict:

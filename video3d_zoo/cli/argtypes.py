@@ -10,9 +10,15 @@ import argparse
 import math
 from typing import Callable, Dict
 
-#: data-set layouts ``eval`` reads (:mod:`video3d_zoo.train.eval_splits`); here so that building the
-#: parser does not import the training package (0.07 s on every command)
-EVAL_FORMATS = ("ucf101", "hmdb51", "kinetics", "folder", "list")
+#: every data-set layout, once: ``name -> (training reads it, eval reads it)`` (readers in
+#: :mod:`video3d_zoo.train.readers` / :mod:`video3d_zoo.train.readers_more`); here so that building
+#: the parser does not import the training package (0.07 s on every command)
+DATA_FORMATS = {"ucf101": (True, True), "hmdb51": (True, True), "kinetics": (True, True),
+                "activitynet": (True, True), "moments": (True, True), "stair": (True, True),
+                "merged": (True, False), "folder": (True, True), "list": (False, True),
+                "synthetic": (True, False)}
+TRAIN_FORMATS = tuple(name for name, (train, _) in DATA_FORMATS.items() if train)
+EVAL_FORMATS = tuple(name for name, (_, evaluates) in DATA_FORMATS.items() if evaluates)
 
 MODEL_REF_HELP = ("model: NAME or NAME.TAG (pretrained weights, see list-pretrained), a checkpoint file or "
                   "folder, or hf-hub:ORG/REPO[@REVISION]")

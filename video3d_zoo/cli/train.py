@@ -31,10 +31,11 @@ def add_train_parser(sub) -> None:
     from ..train.recipes import list_configs
 
     p = sub.add_parser("train", help="train a model from a config: train CONFIG [--set key=value ...] [--resume]",
-                       description="train a model from a config shipped with the package (by name) or a TOML / "
-                                   "JSON file of your own (docs/training.md)")
-    p.add_argument("config", help=f"a shipped config's name ({', '.join(list_configs())}) or the path of a "
-                                  ".toml / .json config file")
+                       description="train a model from a recipe or config shipped with the package (by name; "
+                                   "train --list lists them) or a TOML / JSON file of your own (docs/training.md)")
+    p.add_argument("config", nargs="?", help=f"a recipe name (train --list lists them), a shipped config "
+                                             f"({', '.join(list_configs())}) or the path of a .toml / .json "
+                                             "config file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set optim.lr=0.01 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the run from its checkpoints/last.pt")
@@ -42,6 +43,14 @@ def add_train_parser(sub) -> None:
                    help="with --resume: continue even though the config differs from the checkpoint's "
                         "(the differences are listed either way)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    g = p.add_argument_group("recipes")
+    g.add_argument("--list", nargs="?", const="", metavar="GROUP", dest="list_recipes",
+                   help="list the recipes (all, 'paper', a group or a name pattern) with the release each "
+                        "reproduces and its reported accuracy")
+    g.add_argument("--cost", action="store_true", help="with --list: GPU-hours and loader clips/s on paper")
+    g.add_argument("--report", metavar="RUNS_DIR", help="compare the finished runs under RUNS_DIR with the "
+                   "reported figures, as a markdown page (-o)")
+    g.add_argument("-o", "--output", metavar="PAGE.md", help="with --report: the page to write")
     p.set_defaults(parser=p)
 
 
@@ -50,6 +59,12 @@ def run_train(args: argparse.Namespace) -> int:
     from ..train.config import load_config
     from ..train.loop import train
 
+    if args.list_recipes is not None or args.report:
+        return _run_recipes(args)
+    if args.cost or args.output:
+        args.parser.error("--cost goes with --list, -o with --report")
+    if not args.config:
+        args.parser.error("give a config file or recipe name (video3d-zoo train --list lists the recipes)")
     if args.accept_config_changes and not args.resume:
         args.parser.error("--accept-config-changes only applies with --resume")
     if args.print_config:
@@ -58,6 +73,26 @@ def run_train(args: argparse.Namespace) -> int:
     run_dir = train(args.config, args.overrides, resume=args.resume, accept_config_changes=args.accept_config_changes)
     if int(os.environ.get("RANK", "0")) == 0:
         print(run_dir)
+    return 0
+
+
+def _run_recipes(args: argparse.Namespace) -> int:
+    """``--list [GROUP] [--cost]`` and ``--report RUNS_DIR -o PAGE.md``."""
+    if args.config or args.list_recipes is not None and args.report:
+        args.parser.error("--list and --report take no config and go alone")
+    if args.report:
+        from ..train.recipe_report import write_report
+
+        if not args.output:
+            args.parser.error("--report needs -o PAGE.md")
+        print(write_report(args.report, args.output))
+        return 0
+    from ..train.recipe_cost import groups_text, list_text
+    from ..train.recipes import find_recipes
+
+    recipes = find_recipes(args.list_recipes)
+    groups = groups_text(args.list_recipes, recipes)
+    print((groups + "\n" if groups else "") + list_text(recipes, cost=args.cost))
     return 0
 
 
@@ -73,9 +108,11 @@ def add_eval_parser(sub) -> None:
     g = p.add_argument_group("data set and split")
     g.add_argument("--format", choices=EVAL_FORMATS, default="folder", help="how the data set lists its videos")
     g.add_argument("--annotations", help="split files: UCF-101 / HMDB-51 / folder lists folder, Kinetics CSV "
-                   "folder or file, list: classes.txt (default: DATA)")
+                   "folder or file, ActivityNet JSON, Moments in Time / STAIR Actions list folder, list: "
+                   "classes.txt (default: DATA)")
     g.add_argument("--fold", type=int, choices=(1, 2, 3), help="UCF-101 / HMDB-51 split number (default 1)")
-    g.add_argument("--split", help="train | val | test (default test); folder: a list name or 'all'")
+    g.add_argument("--split", help="train | val | test (default test; activitynet, moments, stair: val); "
+                   "folder: a list name or 'all'")
     _add_eval_clip_args(p.add_argument_group("clips (default: every non-overlapping centre clip)"))
     _add_eval_run_args(p.add_argument_group("running"))
     g = p.add_argument_group("output")

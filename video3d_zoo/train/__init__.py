@@ -1,7 +1,8 @@
 """Training, evaluation and data sets for the zoo's models (imported only when used).
 
 * :func:`train` - ``video3d-zoo train CONFIG [--set key=value ...] [--resume]``
-  (also ``python -m video3d_zoo.train``); configs live in ``configs/*.toml``.
+  (also ``python -m video3d_zoo.train``); ``CONFIG`` is a recipe name (:mod:`.recipes`, ``train --list``),
+  a config shipped in ``video3d_zoo/configs/`` or a file.
 * :func:`evaluate` - clip and video accuracy, per-class accuracy, confusion matrix.
 * :func:`~video3d_zoo.jobs.synthetic.make_synthetic` - the synthetic motion data set.
 """

@@ -60,12 +60,16 @@ def load_config(source: Union[str, Path, Mapping[str, Any], TrainConfig, None] =
     elif source is None:
         data, where = {}, "defaults"
     else:
-        from .recipes import resolve_config_path
+        from .recipes import recipe_config, resolve_config_path
 
-        path = resolve_config_path(source)  # a path, or the name of a config shipped in the package
-        where = str(path)
-        data = read_config_file(path)
-        data.setdefault("source", str(path))
+        data = recipe_config(source)  # a recipe of the table, by name
+        if data is not None:
+            where = data["source"]
+        else:
+            path = resolve_config_path(source)  # a path, or the name of a config shipped in the package
+            where = str(path)
+            data = read_config_file(path)
+            data.setdefault("source", str(path))
     data = json.loads(json.dumps(data))  # deep copy, plain types
     for item in overrides or ():
         key, value = parse_override(item)
@@ -82,7 +86,7 @@ def read_config_file(path: Path) -> Dict[str, Any]:
         from .recipes import unknown_config_hint
 
         raise TrainConfigError(f"{path}: no such config file (expected a .toml or .json file, or the name of a "
-                               f"packaged config; {unknown_config_hint()})")
+                               f"recipe or packaged config; {unknown_config_hint()})")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -266,7 +270,9 @@ def validate(config: TrainConfig, where: str = "config") -> None:
         fail("data.scale_step", "must be in (0, 1]")
     if config.data.split not in (1, 2, 3):
         fail("data.split", "UCF-101 and HMDB-51 have splits 1, 2 and 3")
-    if config.data.format != "synthetic" and not config.data.root:
+    if config.data.format == "merged":
+        _validate_merge(config.data, fail)
+    elif config.data.format != "synthetic" and not config.data.root:
         fail("data.root", f"the {config.data.format} format needs the folder holding the videos "
                           "(--set data.root=PATH)")
     if config.data.format == "synthetic" and not config.data.root:
@@ -274,3 +280,21 @@ def validate(config: TrainConfig, where: str = "config") -> None:
     size = config.data.synthetic.size
     if size % 2:
         fail("data.synthetic.size", "must be even (H.264 yuv420p)")
+
+
+MERGEABLE = ("kinetics", "moments", "stair", "activitynet", "ucf101", "hmdb51", "folder")
+PART_KEYS = ("root", "annotations", "val_annotations")
+
+
+def _validate_merge(data, fail) -> None:
+    """A ``merged`` data section: at least two known sets, each with a ``parts`` entry naming its root."""
+    if len(data.merge) < 2 or len(set(data.merge)) != len(data.merge) or any(m not in MERGEABLE for m in data.merge):
+        fail("data.merge", f"expected two or more different sets of {', '.join(MERGEABLE)}, in class order")
+    for name in data.merge:
+        part = data.parts.get(name)
+        if not isinstance(part, dict) or not part.get("root"):
+            fail("data.parts", f"give data.parts.{name}.root (the folder holding the {name} videos)")
+    for name, part in data.parts.items():
+        unknown = [k for k in part if k not in PART_KEYS] if isinstance(part, dict) else ["(not a table)"]
+        if name not in data.merge or unknown:
+            fail("data.parts", f"parts.{name}: expected a set of data.merge with keys {', '.join(PART_KEYS)}")

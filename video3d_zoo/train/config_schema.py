@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
+from ..cli.argtypes import TRAIN_FORMATS
 from ..fileio import write_text_atomic
 
 
@@ -53,7 +54,9 @@ class SyntheticSection:
 @dataclass
 class DataSection:
     format: str = "folder"
-    """``kinetics`` | ``ucf101`` | ``hmdb51`` | ``folder`` | ``synthetic`` (generated into ``root``)."""
+    """One of :data:`~video3d_zoo.cli.argtypes.TRAIN_FORMATS`: ``kinetics`` | ``ucf101`` | ``hmdb51`` |
+    ``activitynet`` | ``moments`` | ``stair`` | ``merged`` (see ``merge``) | ``folder`` | ``synthetic``
+    (generated into ``root``)."""
     root: str = ""
     """Folder holding the videos."""
     annotations: str = ""
@@ -97,6 +100,12 @@ class DataSection:
     """Use only the first N training videos (0 = all); for smoke tests."""
     limit_val: int = 0
     synthetic: SyntheticSection = field(default_factory=SyntheticSection)
+    merge: List[str] = field(default_factory=list)
+    """``merged`` format: the data sets to concatenate, in class order (e.g. ``["kinetics", "moments"]``:
+    Kinetics' classes first, then Moments in Time's, as the KM heads are numbered)."""
+    parts: Dict[str, Dict[str, str]] = field(default_factory=dict)
+    """``merged`` format: where each set of ``merge`` lives, ``{format: {root, annotations,
+    val_annotations}}``, e.g. ``--set data.parts.moments.root=/data/mit``."""
 
 
 @dataclass
@@ -201,7 +210,7 @@ class TrainConfig:
 
 
 CHOICES = {
-    "data.format": ("kinetics", "ucf101", "hmdb51", "folder", "synthetic"),
+    "data.format": TRAIN_FORMATS,
     "data.on_error": ("skip", "fatal"),
     "data.check_videos": ("exists", "probe", "none"),
     "data.train_crop": ("corner", "random_resized", "center"),

@@ -1,9 +1,9 @@
 """Data sets for training and evaluation: clip datasets and batching.
 
 The annotation readers (:func:`read_kinetics`, :func:`read_ucf101`, :func:`read_hmdb51`,
-:func:`read_folder`, :func:`read_list`, :func:`read_split`), :class:`VideoList` and the problem
-reporting (:class:`DataIssues`, :class:`~video3d_zoo.errors.DataError`) live in :mod:`.readers`
-and :mod:`.videolist` and are re-exported here.
+:func:`read_folder`, :func:`read_list`; :func:`read_split` of :mod:`.splits`), :class:`VideoList` and
+the problem reporting (:class:`DataIssues`, :class:`~video3d_zoo.errors.DataError`) live in
+:mod:`.readers`, :mod:`.readers_more`, :mod:`.splits` and :mod:`.videolist` and are re-exported here.
 
 A video that fails to decode during training is replaced in its batch by the next decodable video
 of the list, so batch sizes (and DistributedDataParallel) stay in step.
@@ -28,7 +28,8 @@ from ..io.protocol import ClipProtocol
 from ..wording import count
 from .readers import (VIDEO_EXTENSIONS, DataIssues, VideoItem, VideoList,  # noqa: F401 (re-exported)
                       folder_classes, kinetics_labels, read_folder, read_hmdb51, read_kinetics, read_list,
-                      read_split, read_ucf101)
+                      read_ucf101)
+from .splits import read_split  # noqa: F401 (re-exported)
 
 
 # -- clip datasets -----------------------------------------------------------------------------

@@ -12,6 +12,12 @@ Formats (``--format``), read by the same readers as training (:mod:`.readers`):
 * ``folder`` - ``root/<class>/<video>`` with ``<split>.txt`` lists (in ``--annotations`` or the
   root; default split ``test``); ``--split all`` scores every video of the class folders.  DATA
   may also be a split list ``.txt`` of such a tree.
+* ``activitynet`` - ``--annotations`` is the ActivityNet v1.3 JSON (required); ``--split train|val``
+  (default ``val``: the test subset has no labels); one item per annotated segment.
+* ``moments`` - ``--annotations`` is the folder with ``moments_categories.txt`` and
+  ``trainingSet.csv`` / ``validationSet.csv`` (default: DATA); ``--split train|val`` (default val).
+* ``stair`` - ``--annotations`` is the folder with ``actionlist.csv`` and
+  ``videolist_train.txt`` / ``videolist_val.txt`` (default: DATA); ``--split train|val`` (default val).
 * ``list`` - DATA is a text file of ``<path> <class>`` lines (the split itself: no ``--split``);
   ``--annotations`` may name a ``classes.txt`` fixing the label order.
 
@@ -29,6 +35,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 from ..cli.argtypes import EVAL_FORMATS
 from .readers import (DataError, DataIssues, VideoList, class_file_of, kinetics_labels, read_folder,
                       read_hmdb51, read_kinetics, read_list, read_ucf101)
+from .readers_more import read_activitynet, read_moments, read_stair
 
 KINETICS_CSVS = {"train": ("train.csv",), "val": ("validate.csv", "val.csv"), "test": ("test.csv",)}
 PathLike = Union[str, Path]
@@ -53,6 +60,11 @@ class SplitRequest:
         if fmt in ("ucf101", "hmdb51") and split not in (None, "train", "test"):
             raise DataError(f"{fmt} has train and test lists only (the original code calls the test list "
                             f"'validation'); got --split {split!r}: use --split test")
+        if fmt in ("activitynet", "moments", "stair") and split not in (None, "train", "val"):
+            raise DataError(f"{fmt}: --split must be train or val (the test labels are not published), got {split!r}")
+        if fmt == "activitynet" and not (self.annotations and Path(self.annotations).is_file()):
+            raise DataError("activitynet: --annotations must name the ActivityNet JSON file "
+                            f"(got {self.annotations!r})")
         if fmt == "kinetics" and split not in (None, *KINETICS_CSVS):
             raise DataError(f"kinetics: --split must be train, val or test, got {split!r}")
         kinetics_file = fmt == "kinetics" and self.annotations and Path(self.annotations).is_file()
@@ -67,7 +79,7 @@ def read_eval_split(data: PathLike, request: SplitRequest, issues: DataIssues,
     data = Path(data)
     request.check(data)
     reader = {"ucf101": _ucf_hmdb, "hmdb51": _ucf_hmdb, "kinetics": _kinetics, "folder": _folder,
-              "list": _list}[request.format]
+              "list": _list, "activitynet": _published, "moments": _published, "stair": _published}[request.format]
     videos, split, labels_source = reader(data, request, issues, check)
     drop_duplicates(videos, issues)
     info = {"format": request.format, "root": str(data), "annotations": request.annotations,
@@ -122,6 +134,18 @@ def _folder(data: Path, request: SplitRequest, issues: DataIssues, check: str):
         videos = read_folder(data, split, request.annotations, issues, check)
     class_file = class_file_of(root, request.annotations)
     source = f"{class_file} (file order)" if class_file is not None else "sorted class folder names"
+    return videos, split, source
+
+
+def _published(data: Path, request: SplitRequest, issues: DataIssues, check: str):
+    """ActivityNet, Moments in Time and STAIR Actions: label order from the set's own class file."""
+    split = request.split or "val"
+    ann = request.annotations or str(data)
+    reader = {"activitynet": read_activitynet, "moments": read_moments, "stair": read_stair}[request.format]
+    videos = reader(ann, data, split, issues, check)
+    source = {"activitynet": "leaves of the JSON's taxonomy (taxonomy order)",
+              "moments": "moments_categories.txt (file order)",
+              "stair": "actionlist.csv (file order)"}[request.format]
     return videos, split, source
 
 

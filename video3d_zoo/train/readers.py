@@ -301,34 +301,3 @@ def read_list(list_file: Union[str, Path], root: Union[str, Path, None] = None,
             items.append(VideoItem(str(video), by_name[cls], rel, where=where))
     files = [str(path)] + ([str(classes)] if classes else [])
     return VideoList(items, labels, str(path), files=files, listed=listed)
-
-
-def read_split(data, subset: str, issues: DataIssues, labels: Optional[Sequence[str]] = None) -> VideoList:
-    """The ``train`` or ``val`` split described by a :class:`~video3d_zoo.train.config.DataSection`."""
-    fmt, check = data.format, data.check_videos
-    if fmt == "kinetics":
-        train_csv = Path(data.annotations) if data.annotations else None
-        if subset == "train":
-            if train_csv is None:
-                raise DataError("data.annotations: give the Kinetics training CSV (e.g. .../train.csv)")
-            out = read_kinetics(train_csv, data.root, labels, issues, check)
-        else:
-            val_csv = Path(data.val_annotations) if data.val_annotations else (
-                train_csv.with_name("validate.csv") if train_csv else None)
-            if val_csv is None:
-                raise DataError("data.val_annotations: give the Kinetics validation CSV")
-            if labels is None and train_csv is not None:
-                labels = kinetics_labels(train_csv)
-            out = read_kinetics(val_csv, data.root, labels, issues, check)
-    elif fmt in ("ucf101", "hmdb51"):
-        reader = read_ucf101 if fmt == "ucf101" else read_hmdb51
-        out = reader(data.annotations or data.root, data.root, data.split, subset, issues, check)
-    else:
-        name = data.train_list if subset == "train" else data.val_list
-        out = read_folder(data.root, name, data.annotations or None, issues, check, labels)
-    limit = data.limit_train if subset == "train" else data.limit_val
-    if limit:
-        out.items = out.items[:limit]
-    if not out.items:
-        raise DataError(f"the {subset} split of {out.name} has no usable video ({issues.summary()})")
-    return out
