@@ -118,7 +118,7 @@ def test_a_later_process_loads_the_library_without_importing_the_compiler(built,
     from helpers import ROOT
 
     code = ("import sys, torch, video3d_zoo\n"
-            "from video3d_zoo import compiled\n"
+            "from video3d_zoo.inference import compiled\n"
             "from video3d_zoo.inference.prepare import optimize_for_inference\n"
             "torch.manual_seed(0)\n"
             "model = video3d_zoo.create_model('resnet3d_10', widen_factor=0.125, num_classes=5).eval()\n"
@@ -193,7 +193,8 @@ def test_a_library_without_the_expected_c_interface_gets_torchs_runner(built, mo
 
     _, example, runner, _ = built
     monkeypatch.setattr(compiled_call, "_SYMBOLS", (*compiled_call._SYMBOLS, "AOTInductorNoSuchFunction"))
-    fallback = compiled_call.load_runner(runner.path)
+    with pytest.warns(RuntimeWarning, match="through torch's runner.*AOTInductorNoSuchFunction"):
+        fallback = compiled_call.load_runner(runner.path)
     assert not isinstance(fallback, compiled_call.LibraryRunner)
     torch.testing.assert_close(fallback.run([example])[0], runner.run([example])[0], rtol=0, atol=0)
 
