@@ -24,7 +24,7 @@ MODEL_REF_HELP = ("model: NAME or NAME.TAG (pretrained weights, see list-pretrai
 
 
 def _number_error(kind: str, low, high, text: str) -> argparse.ArgumentTypeError:
-    return argparse.ArgumentTypeError(f"expected {kind} from {low} to {high}, got {text!r}")
+    return argparse.ArgumentTypeError(f"expected {kind} >= {low} and <= {high}, got {text!r}")
 
 
 def int_in(low: int, high: int) -> Callable[[str], int]:
@@ -50,9 +50,9 @@ def float_up_to(high: float) -> Callable[[str], float]:
         try:
             value = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number > 0 and at most {high:g}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected a finite number > 0 and <= {high:g}, got {text!r}") from None
         if not math.isfinite(value) or not 0 < value <= high:
-            raise argparse.ArgumentTypeError(f"expected a number > 0 and at most {high:g}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected a finite number > 0 and <= {high:g}, got {text!r}")
         return value
 
     parse.__name__ = f"number in (0, {high:g}]"
