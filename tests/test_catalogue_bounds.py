@@ -42,7 +42,8 @@ PARSE_REFUSALS = [
 ]
 
 
-@pytest.mark.parametrize("argv, option, bound", PARSE_REFUSALS, ids=[" ".join(c[0][:1] + c[0][-2:]) for c in PARSE_REFUSALS])
+@pytest.mark.parametrize("argv, option, bound", PARSE_REFUSALS,
+                         ids=[" ".join(c[0][:1] + c[0][-2:]) for c in PARSE_REFUSALS])
 def test_a_number_past_its_bound_is_one_line_and_exit_2(argv, option, bound, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as stop:
@@ -144,6 +145,18 @@ def test_refusals_allocate_nothing(saved, tmp_path):
     assert result.returncode == 0 and result.stdout.strip() == "[2, 2, 2]", result.stderr
     assert [line.split(": error: ")[0] for line in result.stderr.splitlines()] == [
         "video3d-zoo classify", "video3d-zoo bench", "video3d-zoo info"], result.stderr
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("train.batch_size=100000", "train.batch_size = 100000: must be at most 4096"),
+    ("model.frames=1000000000", "model.frames = 1000000000: must be at most 1024"),
+    ("data.fps=1e9", "data.fps = 1000000000.0: must be at most 240"),
+    ("data.num_workers=10000", "data.num_workers = 10000: must be at most"),
+])
+def test_training_config_numbers_have_upper_bounds(setting, message, capsys):
+    assert main(["train", "synthetic_r3d", "--set", setting, "--print-config"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
 
 
 def _root():

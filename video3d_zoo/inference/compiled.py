@@ -138,7 +138,9 @@ def _build(model: nn.Module, entry: str, example: torch.Tensor, so_path: Path) -
             libraries = [n for n in archive.namelist() if n.endswith(".so")]
             if len(libraries) != 1:
                 raise CompileError(f"expected one shared library in the AOTInductor package, found {libraries}")
-            with atomic_path(so_path, private=True) as target, archive.open(libraries[0]) as src, open(target, "wb") as dst:
+            # private: mode 0600 whatever the umask, as the trust check on loading asks
+            with atomic_path(so_path, private=True) as target, archive.open(libraries[0]) as src, \
+                    open(target, "wb") as dst:
                 while block := src.read(1 << 22):
                     dst.write(block)
 
