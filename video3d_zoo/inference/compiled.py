@@ -232,6 +232,8 @@ def load_or_build(model: nn.Module, entry: str, example: torch.Tensor, home: Opt
             return runner, time.perf_counter() - started
     except UntrustedFile as exc:
         raise CompileError(str(exc)) from exc
+    except OSError as exc:  # an unreadable cache, a full disk: run eager rather than fail the job
+        raise CompileError(f"compiled-library cache: {exc}") from exc
 
 
 def _build_checked(model: nn.Module, entry: str, example: torch.Tensor, home: Path, key: str):
