@@ -12,6 +12,7 @@ crop, resize, image side     1 .. 4096                        a 4K frame
 batch size                   1 .. 4096                        and the batch must fit in memory (below)
 frame rate (``--fps``)       > 0 .. 240                       8x a 30 fps source: more only repeats frames
 decoding workers             0 .. 4 x CPU cores               more processes than that only compete for cores
+workers, threads in configs  0 .. 256                         a config travels between machines: 4 x 64 cores
 clip stride                  1 .. 100000                      about an hour at 30 fps: one clip per video
 clips per video              0 .. 1024                        ``eval --clips``: evenly spaced views of a video
 ``widen_factor``             > 0 .. 64                        weights grow with its square: 4096x at 64
@@ -37,6 +38,7 @@ MAX_SIDE = 4096
 MAX_BATCH = 4096
 MAX_FPS = 240.0
 WORKERS_PER_CORE = 4
+MAX_CONFIG_WORKERS = 256
 MAX_STRIDE = 100_000
 MAX_CLIPS_PER_VIDEO = 1024
 MAX_WIDEN_FACTOR = 64.0

@@ -224,7 +224,7 @@ UNIT_INTERVAL = {"optim.momentum", "optim.dampening", "data.synthetic.test_fract
 
 
 def upper_bounds() -> Dict[str, float]:
-    """Key -> the largest value it may take (:mod:`video3d_zoo.limits`; the core count is read now)."""
+    """Key -> the largest value it may take (:mod:`video3d_zoo.limits`)."""
     from .. import limits
 
     return {"model.frames": limits.MAX_FRAMES, "data.synthetic.frames": limits.MAX_FRAMES,
@@ -234,8 +234,8 @@ def upper_bounds() -> Dict[str, float]:
             "data.fps": limits.MAX_FPS, "data.temporal_stride": limits.MAX_STRIDE,
             "data.val_clips": limits.MAX_CLIPS_PER_VIDEO, "data.synthetic.videos_per_class": 100_000,
             "train.batch_size": limits.MAX_BATCH, "train.val_batch_size": limits.MAX_BATCH,
-            "train.accumulate": limits.MAX_BATCH, "data.num_workers": limits.max_workers(),
-            "train.threads": limits.max_workers()}
+            "train.accumulate": limits.MAX_BATCH, "data.num_workers": limits.MAX_CONFIG_WORKERS,
+            "train.threads": limits.MAX_CONFIG_WORKERS}
 
 
 RESUME_SAFE = frozenset({
