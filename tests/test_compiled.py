@@ -193,7 +193,8 @@ def test_a_library_without_the_expected_c_interface_gets_torchs_runner(built, mo
 
     _, example, runner, _ = built
     monkeypatch.setattr(compiled_call, "_SYMBOLS", (*compiled_call._SYMBOLS, "AOTInductorNoSuchFunction"))
-    fallback = compiled_call.load_runner(runner.path)
+    with pytest.warns(RuntimeWarning, match="through torch's runner.*AOTInductorNoSuchFunction"):
+        fallback = compiled_call.load_runner(runner.path)
     assert not isinstance(fallback, compiled_call.LibraryRunner)
     torch.testing.assert_close(fallback.run([example])[0], runner.run([example])[0], rtol=0, atol=0)
 
@@ -260,3 +261,51 @@ def test_warming_up_loads_the_library_the_first_batch_then_uses(monkeypatch):
     with torch.no_grad():
         torch.testing.assert_close(fast.forward_features(x), model.forward_features(x), rtol=1e-4, atol=1e-5)
     assert not optimize_for_inference(model, compile=False).warm_up("forward", CLIP)  # eager: nothing to do
+
+
+def _loaded_with_warnings(built, home):
+    import warnings
+
+    prepared, example, _, _ = built
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        runner, seconds = compiled.load_or_build(prepared, "forward", example, home=home)
+    assert seconds == 0.0  # from the cache
+    with torch.no_grad():
+        torch.testing.assert_close(runner.run([example])[0], prepared(example), rtol=1e-4, atol=1e-5)
+    return runner, [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+
+
+def test_a_missing_private_torch_helper_means_torchs_runner_and_one_warning(built, home, monkeypatch):
+    from video3d_zoo.inference.compiled_call import LibraryRunner
+
+    monkeypatch.delattr(torch._C._aoti, "unsafe_alloc_void_ptrs_from_tensors")
+    runner, [message] = _loaded_with_warnings(built, home)
+    assert not isinstance(runner, LibraryRunner)
+    assert "torch._C._aoti.unsafe_alloc_void_ptrs_from_tensors" in message and "torch's runner" in message
+
+
+def test_a_helper_failing_in_the_trial_call_means_torchs_runner_not_an_attribute_error(built, home, monkeypatch):
+    from video3d_zoo.inference import compiled_call
+
+    monkeypatch.setattr(compiled_call, "gil_free_problem", lambda: None)  # the helper vanishes after the check
+    monkeypatch.delattr(torch._C._aoti, "alloc_tensors_by_stealing_from_void_ptrs")
+    runner, [message] = _loaded_with_warnings(built, home)
+    assert not isinstance(runner, compiled_call.LibraryRunner) and "AttributeError" in message
+
+
+def test_another_torch_release_than_the_call_path_was_written_for_gets_torchs_runner(built, home, monkeypatch):
+    from video3d_zoo.inference import compiled_call
+
+    monkeypatch.setattr(compiled_call, "WRITTEN_FOR", ((1, 0), (1, 13)))
+    runner, [message] = _loaded_with_warnings(built, home)
+    assert not isinstance(runner, compiled_call.LibraryRunner)
+    assert f"written for torch 1.0 to 1.13, this is torch {torch.__version__}" in message
+
+
+def test_a_cached_library_that_disagrees_with_eager_in_the_trial_call_is_not_used(built, home, monkeypatch):
+    prepared, example, _, _ = built
+    real = compiled._eager_output
+    monkeypatch.setattr(compiled, "_eager_output", lambda *args: real(*args) + 1.0)
+    with pytest.raises(compiled.CompileError, match="disagrees with the eager model"):
+        compiled.load_or_build(prepared, "forward", example, home=home)

@@ -17,7 +17,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from .models.config import ModelConfig, input_preset
+from . import limits
+from .models.config import ARCH_SIZE_BOUNDS, ModelConfig, check_arch_sizes, input_preset
 from .errors import ConfigError
 from .models.registry import MODELS, get_model_spec, list_models
 
@@ -163,9 +164,32 @@ def check_arch_kwargs(name: str, kwargs: Dict[str, Any]) -> None:
                       f"({', '.join(accepted)})")
 
 
+def _check_model_memory(name: str, builder: Callable[..., nn.Module], kwargs: Dict[str, Any]) -> None:
+    """Refuse sizes (widths, depths, classes) past their bounds, or whose weights would not fit in memory,
+    measured on the meta device (nothing allocated) where the arguments are larger than the registered
+    models' (the first meta build imports torch's meta kernels, about 4 s, so small models skip it)."""
+    check_arch_sizes(kwargs, f"create_model({name!r})")
+    sizes = [v for key in ARCH_SIZE_BOUNDS if key != "widen_factor"
+             for v in (kwargs.get(key) if isinstance(kwargs.get(key), (list, tuple)) else [kwargs.get(key)])
+             if isinstance(v, (int, float))]
+    widen = kwargs.get("widen_factor")
+    if not ((isinstance(widen, (int, float)) and widen > 1) or any(v > 2048 for v in sizes)
+            or kwargs["num_classes"] > 1000 or kwargs["in_chans"] > 64):
+        return
+    try:
+        with torch.device("meta"):
+            meta = builder(**kwargs)
+    except Exception:  # pylint: disable=broad-except - the real build reports a bad argument
+        return
+    tensors = [*meta.parameters(), *meta.buffers()]
+    limits.check_memory(f"create_model({name!r}) with {kwargs}", sum(t.numel() * t.element_size() for t in tensors),
+                        "use smaller architecture arguments")
+
+
 def _random_model(name: str, num_classes: Optional[int], in_chans: int, kwargs: Dict[str, Any]) -> nn.Module:
     spec = get_model_spec(name)
     num_classes = 400 if num_classes is None else num_classes
+    _check_model_memory(name, spec.builder, {"num_classes": num_classes, "in_chans": in_chans, **kwargs})
     try:
         model = spec.builder(num_classes=num_classes, in_chans=in_chans, **kwargs)
     except TypeError as exc:

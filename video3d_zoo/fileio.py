@@ -21,11 +21,11 @@ class atomic_path:
 
     The temporary is ``.<target name>.<random letters>.tmp`` in the target's folder (created if
     needed), so the final rename never crosses a file system.  The file gets the permissions a
-    newly created file would get (mkstemp's are 0600).
+    newly created file would get (mkstemp's are 0600), or keeps 0600 with ``private=True``.
     """
 
-    def __init__(self, target: PathLike) -> None:
-        self.target = Path(target)
+    def __init__(self, target: PathLike, private: bool = False) -> None:
+        self.target, self.private = Path(target), private
 
     def __enter__(self) -> Path:
         self.target.parent.mkdir(parents=True, exist_ok=True)
@@ -36,9 +36,10 @@ class atomic_path:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
+            if not self.private:
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
             os.replace(self.tmp, self.target)
         else:
             self.tmp.unlink(missing_ok=True)

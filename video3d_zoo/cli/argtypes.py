@@ -1,14 +1,19 @@
 """argparse vocabulary shared by every command's parser (:mod:`.cli`, :mod:`.cli_train`).
 
 Each type checks a value while the arguments are parsed, so a bad number ends the command with
-a clear message and exit status 2 before any work starts.
+one line and exit status 2 before any work starts.  Every number has an upper bound
+(:mod:`video3d_zoo.limits`), and the options several commands take are defined once here
+(:data:`SHARED_OPTIONS`, added with :func:`add_shared`).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-from typing import Callable, Dict
+import os
+from typing import Any, Callable, Dict, Optional
+
+from .. import limits
 
 #: every data-set layout, once: ``name -> (training reads it, eval reads it)`` (readers in
 #: :mod:`video3d_zoo.train.readers` / :mod:`video3d_zoo.train.readers_more`); here so that building
@@ -24,31 +29,40 @@ MODEL_REF_HELP = ("model: NAME or NAME.TAG (pretrained weights, see list-pretrai
                   "folder, or hf-hub:ORG/REPO[@REVISION]")
 
 
-def int_at_least(low: int) -> Callable[[str], int]:
-    """An integer >= ``low``."""
+def _number_error(kind: str, low, high, text: str) -> argparse.ArgumentTypeError:
+    return argparse.ArgumentTypeError(f"expected {kind} >= {low} and <= {high}, got {text!r}")
+
+
+def int_in(low: int, high: int) -> Callable[[str], int]:
+    """An integer from ``low`` to ``high`` (the bounds are in :mod:`video3d_zoo.limits`)."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+            raise _number_error("an integer", low, high, text) from None
+        if not low <= value <= high:
+            raise _number_error("an integer", low, high, text)
         return value
 
-    parse.__name__ = f"integer >= {low}"
+    parse.__name__ = f"integer from {low} to {high}"
     return parse
 
 
-def positive_float(text: str) -> float:
-    """A finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return value
+def float_up_to(high: float) -> Callable[[str], float]:
+    """A finite number > 0 and at most ``high``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a finite number > 0 and <= {high:g}, got {text!r}") from None
+        if not math.isfinite(value) or not 0 < value <= high:
+            raise argparse.ArgumentTypeError(f"expected a finite number > 0 and <= {high:g}, got {text!r}")
+        return value
+
+    parse.__name__ = f"number in (0, {high:g}]"
+    return parse
 
 
 def open_fraction(text: str) -> float:
@@ -62,7 +76,57 @@ def open_fraction(text: str) -> float:
     return value
 
 
-positive_int = int_at_least(1)
+def up_to_cores(text: str) -> int:
+    """An integer from 0 to :data:`~video3d_zoo.limits.WORKERS_PER_CORE` per CPU core (processes, threads)."""
+    try:  # the core count is read when the value is parsed
+        return int_in(0, limits.max_workers())(text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} ({limits.WORKERS_PER_CORE} per CPU core; this machine has "
+                                         f"{os.cpu_count()})") from None
+
+#: Options several commands take, each defined once with its one type, bound and default:
+#: ``add_shared(parser, "--batch-size", ...)`` adds them (``tests/test_cli_help.py`` checks that no
+#: command defines one of them on its own).
+SHARED_OPTIONS: Dict[str, Dict[str, Any]] = {
+    "--batch-size": dict(type=int_in(1, limits.MAX_BATCH), default=8, metavar="N",
+                         help=f"clips per forward pass, 1 to {limits.MAX_BATCH} (and the batch must fit in half "
+                              "the free memory)"),
+    "--device": dict(default="auto", help="cpu, cuda, cuda:1, mps, or auto: the first GPU if there is one, "
+                                          "else the CPU"),
+    "--precision": dict(choices=("fp32", "bf16", "fp16"), default="fp32",
+                        help="reduced precision where the device supports it (outputs stay float32)"),
+    "--fast": dict(action="store_true", help="fold BatchNorm and use channels_last_3d (fp32, exact)"),
+    "--compile": dict(action="store_true",
+                      help="also compile with freezing; on the CPU the compiled model is cached across runs "
+                           "(the first run of a model, batch size and precision compiles for tens of seconds)"),
+    "--clip-len": dict(type=int_in(1, limits.MAX_FRAMES), default=None, metavar="T",
+                       help=f"frames per clip, 1 to {limits.MAX_FRAMES} (default: the weights' frames)"),
+    "--stride": dict(type=int_in(1, limits.MAX_STRIDE), default=None,
+                     help=f"frames between clip starts, 1 to {limits.MAX_STRIDE} (default: the clip length)"),
+    "--last": dict(choices=("pad", "drop", "shift"), default="pad",
+                   help="trailing partial clip: loop-pad it, drop it, or end-align a full clip"),
+    "--fps": dict(type=float_up_to(limits.MAX_FPS), default=None,
+                  help=f"resample the videos to this frame rate first, above 0 and at most {limits.MAX_FPS:g}"),
+    "--workers": dict(type=up_to_cores, default=0, metavar="N",
+                      help=f"decoding processes, 0 to {limits.WORKERS_PER_CORE} per CPU core (0: decode in "
+                           "this process)"),
+    "--topk": dict(type=int_in(1, limits.MAX_CLASSES), default=5, metavar="K", help="predictions per video"),
+    "--frames": dict(type=int_in(1, limits.MAX_FRAMES), default=None, metavar="T",
+                     help=f"clip length in frames, 1 to {limits.MAX_FRAMES} (default: the weights' or the "
+                          "model's input frames)"),
+    "--size": dict(type=int_in(1, limits.MAX_SIDE), default=None, metavar="PIXELS",
+                   help=f"clip height and width in pixels, 1 to {limits.MAX_SIDE} (default: the weights' or the "
+                        "model's crop size)"),
+}
+
+
+def add_shared(parser, *names: str, **changes: Any) -> None:
+    """Add the shared options ``names`` to ``parser`` (or an argument group).  ``changes`` may only add
+    ``help`` wording or ``required``: a type, bound or default stays the one in :data:`SHARED_OPTIONS`."""
+    if set(changes) - {"help", "required"}:
+        raise ValueError(f"shared options keep their type and default; cannot change {sorted(changes)}")
+    for name in names:
+        parser.add_argument(name, **{**SHARED_OPTIONS[name], **changes})
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):

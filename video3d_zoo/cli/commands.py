@@ -12,8 +12,8 @@ import json
 import sys
 from typing import Callable, Dict, List, Optional
 
-from .argtypes import (COMMAND_EXAMPLES, MODEL_REF_HELP, finish_subparsers, int_at_least, positive_float,
-                       positive_int)
+from .argtypes import COMMAND_EXAMPLES, MODEL_REF_HELP, add_shared, finish_subparsers, int_in
+from .. import limits
 from .train import TRAINING_COMMANDS
 from ..errors import ConfigError, Video3DZooError
 from ..version import __version__
@@ -25,9 +25,10 @@ _ONE_LINE_ERRORS = {"train"}
 
 
 class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose subcommands may opt into one-line argument errors (no usage block)."""
+    """An ArgumentParser whose argument errors are one line, as every other user error (no usage block:
+    ``--help`` shows it)."""
 
-    def __init__(self, *args, one_line_errors: bool = False, **kwargs) -> None:
+    def __init__(self, *args, one_line_errors: bool = True, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.one_line_errors = one_line_errors
 
@@ -65,15 +66,28 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _clip_shape(name: str, frames: Optional[int], size: Optional[int], batch: int = 1):
+    """``(frames, size)`` given, or the input preset's of the registered model ``name``; refused when a batch of
+    such clips would not fit in memory."""
+    from ..models.config import input_preset
+    from ..models.registry import get_model_spec
+
+    spec = input_preset(get_model_spec(name).input_preset)
+    frames, size = frames or spec.frames, size or spec.crop_size
+    limits.check_clip_memory(batch, frames, size)
+    return frames, size
+
+
 def _print_info(name: str, args: argparse.Namespace, one_json: bool) -> None:
     from ..inference.profile import profile
 
-    result = profile(name, frames=args.frames, size=args.size, init_weights=False)
+    frames, size = _clip_shape(name, args.frames, args.size)
+    result = profile(name, frames=frames, size=size, init_weights=False)
     if args.json:  # one model: an indented object; several: one object per line
         print(json.dumps({"model": name, **result.to_dict()}, indent=2 if one_json else None), flush=True)
         return
     print(f"{name}: {result.params_millions:.3f} M parameters, {result.gmacs:.2f} GMACs per "
-          f"{args.frames}x{args.size}x{args.size} clip (fvcore, 1 MAC = 1 multiply-add)")
+          f"{frames}x{size}x{size} clip (fvcore, 1 MAC = 1 multiply-add)")
     if result.uncounted_ops:
         ops = ", ".join(f"{k} x{v}" for k, v in sorted(result.uncounted_ops.items()))
         print(f"not counted (no MACs or no fvcore formula): {ops}")
@@ -94,6 +108,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from ..inference.bench import format_rows, run_benchmark, write_csv
 
+    for name in args.models:  # each model's clips must fit before any runs
+        _clip_shape(name, args.frames, args.size, args.batch_size)
     rows = run_benchmark(args.models, batch_size=args.batch_size, frames=args.frames, size=args.size,
                          repeats=args.repeats, variants=args.variants, device=args.device,
                          compile=not args.no_compile)
@@ -110,8 +126,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     from ..weights.resolve import load_model
 
-    report = export_onnx(load_model(args.model, pretrained=not args.random_weights), args.output, frames=args.frames, size=args.size,
-                         opset=args.opset, check=not args.no_check)
+    model = load_model(args.model, pretrained=not args.random_weights)
+    spec = model.config.input_spec
+    limits.check_clip_memory(1, args.frames or spec.frames, args.size or spec.crop_size)
+    report = export_onnx(model, args.output, frames=args.frames, size=args.size, opset=args.opset,
+                         check=not args.no_check)
     checked = f", max |onnxruntime - torch| = {report.max_abs_diff:.2e}" if report.max_abs_diff is not None else ""
     print(f"wrote {report.path} (dynamic axes: batch, time){checked}")
     return 0
@@ -130,6 +149,8 @@ def _model_from_args(args: argparse.Namespace):
         raise ConfigError(f"--weights {args.weights!r} names a registered model; --weights takes a checkpoint "
                           "path (use --model for names)")
     model = load_model(args.model or args.weights).to(device).eval()
+    spec = model.config.input_spec  # the clips of one batch must fit before any is decoded
+    limits.check_clip_memory(args.batch_size, args.clip_len or spec.frames, spec.crop_size)
     if args.precision != "fp32" or args.fast or args.compile:
         from ..inference.prepare import optimize_for_inference
 
@@ -143,22 +164,11 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help=MODEL_REF_HELP)
     p.add_argument("--weights", help="checkpoint file or folder (zoo, 2017/2020 original, torchvision); "
                    "same as --model PATH")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
-                   help="reduced precision where the device supports it (outputs stay float32)")
-    p.add_argument("--fast", action="store_true", help="fold BatchNorm and use channels_last_3d (fp32, exact)")
-    p.add_argument("--compile", action="store_true",
-                   help="also compile with freezing; on the CPU the compiled model is cached across runs "
-                        "(the first run of a model, batch size and precision compiles for tens of seconds)")
+    add_shared(p, "--device", "--precision", "--fast", "--compile")
 
 
 def _add_clip_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--clip-len", type=positive_int, default=None, help="frames per clip (default: the weights' frames)")
-    p.add_argument("--stride", type=positive_int, default=None, help="frames between clip starts (default: clip length)")
-    p.add_argument("--last", choices=["pad", "drop", "shift"], default="pad",
-                   help="trailing partial clip: loop-pad it, drop it, or end-align a full clip")
-    p.add_argument("--fps", type=positive_float, default=None, help="resample the video to this frame rate first")
-    p.add_argument("--batch-size", type=positive_int, default=8, help="clips per forward pass (default: 8)")
+    add_shared(p, "--clip-len", "--stride", "--last", "--fps", "--batch-size")
 
 
 @command("extract")
@@ -264,8 +274,9 @@ def _add_list_parsers(sub) -> None:
     p = sub.add_parser("demo", help="classify and extract features of fresh synthetic videos with the "
                        "embedded model (offline)")
     p.add_argument("-o", "--output", default=None, help="folder to keep the videos and features in (default: a temporary folder, removed at the end)")
-    p.add_argument("--seed", type=int_at_least(0), default=2026, help="seed of the generated videos")
-    p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:1, mps")
+    p.add_argument("--seed", type=int_in(0, limits.MAX_SEED), default=2026,
+                   help="seed of the generated videos (not the training set's seed 0: videos the model never saw)")
+    add_shared(p, "--device")
 
 
 def _add_model_parsers(sub) -> None:
@@ -284,8 +295,7 @@ def _add_model_parsers(sub) -> None:
     p = sub.add_parser("info", help="parameters and GMACs of a model (fvcore)")
     p.add_argument("names", nargs="+", metavar="name",
                    help="registered model names, aliases or shell-style patterns, e.g. r3d_18 'resnext*'")
-    p.add_argument("--frames", type=positive_int, default=16, help="clip length T (default: 16)")
-    p.add_argument("--size", type=positive_int, default=112, help="clip height and width in pixels (default: 112)")
+    add_shared(p, "--frames", "--size")
     p.add_argument("--json", action="store_true",
                    help="print the numbers as JSON: one object, or one per line for several models")
 
@@ -295,14 +305,13 @@ def _add_model_parsers(sub) -> None:
 
     p = sub.add_parser("bench", help="inference speed of each fast-path variant against eager fp32")
     p.add_argument("models", nargs="+", help="registered model names (random weights)")
-    p.add_argument("--batch-size", type=positive_int, default=8, help="clips per forward pass")
-    p.add_argument("--frames", type=positive_int, default=16, help="clip length T in frames")
-    p.add_argument("--size", type=positive_int, default=112, help="clip height and width in pixels")
-    p.add_argument("--repeats", type=positive_int, default=3, help="timed repetitions per variant (the median is reported)")
+    add_shared(p, "--batch-size", "--frames", "--size")
+    p.add_argument("--repeats", type=int_in(1, 1000), default=3,
+                   help="timed repetitions per variant, 1 to 1000 (the median is reported)")
     p.add_argument("--variants", nargs="+", default=None,
                    help="subset of eager_fp32 fast_fp32 fast_bf16 compiled_fp32 compiled_bf16")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available, else cpu)")
+    add_shared(p, "--device")
     p.add_argument("--csv", default=None, help="also write the rows to this CSV file")
 
     p = sub.add_parser("publish", help="model card + upload of a converted folder; prints the manifest entry",
@@ -323,8 +332,7 @@ def _add_video_parsers(sub) -> None:
     _add_model_args(p)
     _add_clip_args(p)
     p.add_argument("--layer", default="pooled", help="pooled (default), logits, or a stage name such as layer3")
-    p.add_argument("--workers", type=int_at_least(0), default=0,
-                   help="decoding processes overlapped with inference (0: decode in this process)")
+    add_shared(p, "--workers")
     p.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=None,
                    help="with --workers 0, decode in a background thread while the model runs "
                         "(default: on with 2 or more cores)")
@@ -342,7 +350,7 @@ def _add_video_parsers(sub) -> None:
                    help="video files, folders (recursive) or text files listing paths, as for extract")
     _add_model_args(p)
     _add_clip_args(p)
-    p.add_argument("--topk", type=positive_int, default=5, help="classes printed per video")
+    add_shared(p, "--topk")
     p.add_argument("--json", action="store_true",
                    help='one JSON object per video and line: {"video", "num_clips", "top": [{"label", "score"}], ...}')
 
@@ -354,11 +362,8 @@ def _add_export_parser(sub) -> None:
                    help="export the architecture NAME with random weights instead of its pretrained weights")
     p.add_argument("--format", choices=["onnx"], default="onnx", help="export format")
     p.add_argument("-o", "--output", required=True, help="output file, e.g. model.onnx")
-    p.add_argument("--frames", type=positive_int, default=None,
-                   help="clip length T of the example input in frames (default: the weights' frames)")
-    p.add_argument("--size", type=positive_int, default=None,
-                   help="height and width of the example input in pixels (default: the weights' crop size)")
-    p.add_argument("--opset", type=int_at_least(11), default=17, help="ONNX opset version")
+    add_shared(p, "--frames", "--size")
+    p.add_argument("--opset", type=int_in(11, 30), default=17, help="ONNX opset version, 11 to 30")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
 
 

@@ -19,7 +19,8 @@ import os
 import sys
 from typing import Callable, Dict, Optional, Tuple
 
-from .argtypes import EVAL_FORMATS, MODEL_REF_HELP, int_at_least, open_fraction, positive_float, positive_int
+from .argtypes import EVAL_FORMATS, MODEL_REF_HELP, add_shared, int_in, open_fraction, up_to_cores
+from .. import limits
 from ..errors import ConfigError
 from ..wording import count
 
@@ -117,31 +118,26 @@ def add_eval_parser(sub) -> None:
     _add_eval_run_args(p.add_argument_group("running"))
     g = p.add_argument_group("output")
     g.add_argument("--out", help="folder for metrics.json, predictions.csv and confusion.png")
-    g.add_argument("--topk", type=positive_int, default=5, help="predictions per video in predictions.csv")
+    add_shared(g, "--topk", help="predictions per video in predictions.csv")
     g.add_argument("--json", action="store_true", help="print the report as one JSON object")
     g.add_argument("--fatal", action="store_true", help="stop at the first bad row or video")
     g.add_argument("--strict", action="store_true", help="skip partial decodes and still images as errors")
 
 
 def _add_eval_clip_args(g) -> None:
-    g.add_argument("--clips", type=int_at_least(0), default=0, help="N evenly spaced clips per video (0 = every window)")
+    g.add_argument("--clips", type=int_in(0, limits.MAX_CLIPS_PER_VIDEO), default=0,
+                   help=f"N evenly spaced clips per video, 0 to {limits.MAX_CLIPS_PER_VIDEO} (0 = every window)")
     g.add_argument("--crops", type=int, choices=(1, 3), default=1, help="spatial crops per clip")
-    g.add_argument("--clip-len", type=positive_int, help="frames per clip (default: the weights' frames)")
-    g.add_argument("--stride", type=positive_int, help="frames between window starts (default: clip length)")
-    g.add_argument("--last", choices=("pad", "drop", "shift"), default="pad", help="trailing partial window")
-    g.add_argument("--fps", type=positive_float, help="resample videos to this frame rate first")
+    add_shared(g, "--clip-len", "--stride", "--last", "--fps")
 
 
 def _add_eval_run_args(g) -> None:
-    g.add_argument("--batch-size", type=positive_int, default=32, help="clips per forward pass")
-    g.add_argument("--workers", type=int_at_least(0), default=0, help="decoding processes (0: decode in this process)")
-    g.add_argument("--threads", type=int_at_least(0), default=0, help="torch CPU threads (0: torch's choice)")
-    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (a GPU if there is one)")
+    add_shared(g, "--batch-size", "--workers")
+    g.add_argument("--threads", type=up_to_cores, default=0,
+                   help=f"torch CPU threads, 0 to {limits.WORKERS_PER_CORE} per CPU core (0: torch's choice)")
+    add_shared(g, "--device")
     g.add_argument("--amp", default="none", choices=("none", "bf16", "fp16", "auto"), help="autocast")
-    g.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                   help="reduced precision on the fast path (outputs stay float32)")
-    g.add_argument("--fast", action="store_true", help="fold BatchNorm and use channels_last_3d (fp32, exact)")
-    g.add_argument("--compile", action="store_true", help="also torch.compile with freezing")
+    add_shared(g, "--precision", "--fast", "--compile")
 
 
 def eval_protocol(clips: int = 0, crops: int = 1, clip_len: Optional[int] = None, stride: Optional[int] = None,
@@ -209,11 +205,17 @@ def add_make_synthetic_parser(sub) -> None:
     p = sub.add_parser("make-synthetic", help="write the synthetic motion data set: make-synthetic OUT_DIR",
                        description="Synthetic motion data set: classes that differ only in how things move.")
     p.add_argument("out_dir", help="folder to write the data set to")
-    p.add_argument("--videos-per-class", type=positive_int, default=100, help="videos per class (default: 100)")
-    p.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (default: 0)")
-    p.add_argument("--size", type=int_at_least(16), default=64, help="frame side in pixels (default: 64)")
-    p.add_argument("--frames", type=int_at_least(2), default=32, help="frames per video (default: 32)")
-    p.add_argument("--fps", type=positive_int, default=16, help="frame rate (default: 16)")
+    # --size / --frames / --fps / --seed here describe the videos written, not the clips a model reads:
+    # other facts than the shared options of the same names, with their own defaults.
+    p.add_argument("--videos-per-class", type=int_in(1, 100_000), default=100,
+                   help="videos per class, 1 to 100000 (default: 100)")
+    p.add_argument("--seed", type=int_in(0, limits.MAX_SEED), default=0, help="random seed (default: 0)")
+    p.add_argument("--size", type=int_in(16, limits.MAX_SIDE), default=64,
+                   help=f"frame side in pixels, 16 to {limits.MAX_SIDE} (default: 64)")
+    p.add_argument("--frames", type=int_in(2, limits.MAX_FRAMES), default=32,
+                   help=f"frames per video, 2 to {limits.MAX_FRAMES} (default: 32)")
+    p.add_argument("--fps", type=int_in(1, int(limits.MAX_FPS)), default=16,
+                   help=f"frame rate, 1 to {limits.MAX_FPS:g} (default: 16)")
     p.add_argument("--test-fraction", type=open_fraction, default=0.25,
                    help="share of each class in the test split, between 0 and 1 (default: 0.25)")
 
@@ -221,6 +223,8 @@ def add_make_synthetic_parser(sub) -> None:
 def run_make_synthetic(args: argparse.Namespace) -> int:
     from ..jobs.synthetic import CLASSES, make_synthetic
 
+    limits.check_memory(f"one {args.frames}x{args.size}x{args.size} video", args.frames * args.size ** 2 * 3 * 4,
+                        "use a smaller --frames or --size")
     out = make_synthetic(args.out_dir, args.videos_per_class, args.seed, size=args.size, frames=args.frames,
                          fps=args.fps, test_fraction=args.test_fraction, progress=True)
     print(f"wrote {count(args.videos_per_class * len(CLASSES), 'video')} to {out}")

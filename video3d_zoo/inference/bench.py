@@ -181,18 +181,23 @@ def benchmark_model(name: str, variants: Iterable[str], batch_size: int = 8, fra
     return rows
 
 
-def run_benchmark(models: Iterable[str], batch_size: int = 8, frames: int = 16, size: int = 112,
-                  repeats: int = 3, variants: Optional[Iterable[str]] = None, device: Optional[str] = None,
-                  compile: bool = True) -> List[BenchRow]:
-    """Benchmark several models; the yardsticks (:func:`_peaks`) are measured first, in the same process."""
+def run_benchmark(models: Iterable[str], batch_size: int = 8, frames: Optional[int] = None,
+                  size: Optional[int] = None, repeats: int = 3, variants: Optional[Iterable[str]] = None,
+                  device: Optional[str] = None, compile: bool = True) -> List[BenchRow]:
+    """Benchmark several models on clips of ``frames x size x size`` (default: each model's input preset); the
+    yardsticks (:func:`_peaks`) are measured first, in the same process."""
     from ..devices import resolve_device
+    from ..models.config import input_preset
+    from ..models.registry import get_model_spec
 
     dev = resolve_device(device or "auto")
     chosen = list(variants) if variants else available_variants(dev, compile=compile)
     peaks = _peaks(dev, bf16=any(v.endswith("bf16") for v in chosen) or bf16_supported(dev))
     rows: List[BenchRow] = []
     for name in models:
-        rows.extend(benchmark_model(name, chosen, batch_size, frames, size, repeats, str(dev), peaks))
+        preset = input_preset(get_model_spec(name).input_preset)
+        rows.extend(benchmark_model(name, chosen, batch_size, frames or preset.frames, size or preset.crop_size,
+                                    repeats, str(dev), peaks))
     return rows
 
 

@@ -16,10 +16,15 @@ processes load that library in about 0.05 s.
   sha256 and what it was built from), where ``<home>`` is ``$VIDEO3D_ZOO_HOME`` or the
   huggingface assets cache (as for installed weights, :mod:`video3d_zoo.weights.installed`).  Both are
   written atomically under a lock, so concurrent runs build it once; a library whose bytes no
-  longer match its record is rebuilt.  Each library of a resnet3d_50 takes about 95 MB (it holds
+  longer match its record is rebuilt.  Only files no one else could have written are loaded
+  (:mod:`video3d_zoo.inference.trusted_files`: regular files of the user's, mode 0600, in a
+  folder only the user can write to), hashed and loaded through one descriptor; any other file
+  or folder gives one warning and the eager model.  Each library of a resnet3d_50 takes about 95 MB (it holds
   the weights); libraries unused for 30 days are removed when a new one is built
   (:func:`remove_unused`), and the folder can be deleted at any time.
-* A new library is checked against the eager model on the export example before it is kept.
+* A library is checked against the eager model on the export example when it is built, and on
+  its first clip each time a process loads it (the trial call of the GIL-free call path; it
+  costs one eager clip).
 * Libraries are called with the GIL released (:mod:`video3d_zoo.inference.compiled_call`), so a decoding
   thread keeps working while the compiled model runs.
 * Batch shapes are static: smaller batches are padded (outputs sliced off), larger ones split,
@@ -45,7 +50,8 @@ import torch
 from torch import nn
 
 from ..errors import Video3DZooError
-from ..weights.hub import sha256_file
+from . import trusted_files
+from .trusted_files import UntrustedFile
 
 FORMAT = 1
 UNUSED_DAYS = 30
@@ -132,7 +138,9 @@ def _build(model: nn.Module, entry: str, example: torch.Tensor, so_path: Path) -
             libraries = [n for n in archive.namelist() if n.endswith(".so")]
             if len(libraries) != 1:
                 raise CompileError(f"expected one shared library in the AOTInductor package, found {libraries}")
-            with atomic_path(so_path) as target, archive.open(libraries[0]) as src, open(target, "wb") as dst:
+            # private: mode 0600 whatever the umask, as the trust check on loading asks
+            with atomic_path(so_path, private=True) as target, archive.open(libraries[0]) as src, \
+                    open(target, "wb") as dst:
                 while block := src.read(1 << 22):
                     dst.write(block)
 
@@ -149,10 +157,11 @@ def _eager_output(model: nn.Module, entry: str, example: torch.Tensor) -> torch.
 
 
 def _check(runner, expected: torch.Tensor, example: torch.Tensor) -> None:
+    """``runner`` on ``example`` must give ``expected`` (the eager outputs of its first clips) within tolerance."""
     outputs = runner.run([example])
     if len(outputs) != 1:
         raise CompileError(f"the compiled library returns {len(outputs)} outputs where the model returns one")
-    got = outputs[0].float()
+    got = outputs[0].float()[:len(expected)]
     scale = float(expected.abs().max()) or 1.0
     error = float((got - expected).abs().max()) / scale
     if got.shape != expected.shape or not error <= _TOLERANCE[example.dtype]:
@@ -160,57 +169,76 @@ def _check(runner, expected: torch.Tensor, example: torch.Tensor) -> None:
                            f"largest output, shape {tuple(got.shape)} vs {tuple(expected.shape)}); not used")
 
 
-def _load(so_path: Path):
+def _load(library: Path, fd: int, check: Callable) -> object:
+    """A runner of the library behind ``fd`` (checked and hashed through it) that passed ``check``."""
     from .compiled_call import load_runner
 
     try:
-        return load_runner(so_path)
-    except Exception as exc:  # a truncated or foreign library: dlopen or the container refuses it
-        raise CompileError(f"{so_path}: cannot load the compiled library ({exc})") from exc
+        return load_runner(trusted_files.loadable_path(fd, library.name), trial=check, name=library.name)
+    except Exception as exc:  # a truncated or foreign library, or one that disagrees with the eager model
+        raise CompileError(f"{library}: cannot use the compiled library ({exc})") from exc
 
 
-def _cached_library(home: Path, key: str) -> Optional[Path]:
-    """The library ``<key>.json`` names, if it is there with the recorded sha256."""
-    try:
-        record = json.loads((home / f"{key}.json").read_text(encoding="utf-8"))
-        path = home / Path(record["file"]).name
-        return path if path.is_file() and record.get("sha256") == sha256_file(path) else None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+def _cached_library(home: Path, key: str):
+    """``(path, fd)`` of the library ``<key>.json`` names, opened and hashed through ``fd``, if it holds the
+    recorded sha256; ``None`` when there is none or it must be rebuilt.  Raises :class:`UntrustedFile`."""
+    record_path, fd = home / f"{key}.json", None
+    if not os.path.lexists(record_path):
         return None
+    fd = trusted_files.open_trusted(record_path)
+    try:
+        record = json.loads(trusted_files.read_all(fd).decode("utf-8"))
+        path = home / Path(record["file"]).name
+    except (ValueError, KeyError, TypeError, AttributeError):  # a damaged record: rebuild
+        return None
+    finally:
+        os.close(fd)
+    if not os.path.lexists(path):
+        return None
+    fd = trusted_files.open_trusted(path)
+    if record.get("sha256") != trusted_files.sha256_fd(fd):
+        os.close(fd)
+        return None
+    return path, fd
 
 
 def load_or_build(model: nn.Module, entry: str, example: torch.Tensor, home: Optional[Path] = None,
                   weights_digest: Optional[str] = None):
     """A loaded AOTInductor runner of ``model.<entry>`` for inputs shaped like ``example``.
 
-    A float32 ``model`` is cast to the example's dtype for building only (a cached library
-    needs no copy of the model).
+    A float32 ``model`` is cast to the example's dtype for building and the trial call only.
 
     Returns ``(runner, built_seconds)`` (``0.0`` when the library came from the cache).  Raises
-    :class:`CompileError` when this torch cannot build one, or the build fails or disagrees with
-    the eager model.
+    :class:`CompileError` when this torch cannot build one, the build fails or disagrees with
+    the eager model, or the cache holds files someone else could have written.
     """
     if not available():
         raise CompileError(f"torch {torch.__version__} has no AOTInductor CPU runner")
     from filelock import FileLock
 
-    home = Path(home) if home is not None else compiled_home()
-    home.mkdir(parents=True, exist_ok=True)
-    key = artefact_key(model, entry, example, weights_digest)
-    with FileLock(str(home / f"{key}.lock")):
-        cached = _cached_library(home, key)
-        if cached is not None:
-            os.utime(home / f"{key}.json")  # last used: what remove_unused() goes by
-            return _load(cached), 0.0
-        started = time.perf_counter()
-        cast = model if example.dtype == torch.float32 else copy.deepcopy(model).to(example.dtype)
-        path = _build_checked(cast, entry, example, home, key)
-        return _load(path), time.perf_counter() - started
+    try:
+        home = trusted_files.private_folder(home if home is not None else compiled_home())
+        key = artefact_key(model, entry, example, weights_digest)
+        with FileLock(str(home / f"{key}.lock")):
+            cast = model if example.dtype == torch.float32 else copy.deepcopy(model).to(example.dtype)
+            cached = _cached_library(home, key)
+            if cached is not None:  # the trial call: one clip against eager (clips are independent in eval mode)
+                expected = _eager_output(cast, entry, example[:1])
+                runner = _load(*cached, lambda r: _check(r, expected, example))
+                os.utime(home / f"{key}.json")  # last used: what remove_unused() goes by
+                return runner, 0.0
+            started = time.perf_counter()
+            runner = _build_checked(cast, entry, example, home, key)
+            return runner, time.perf_counter() - started
+    except UntrustedFile as exc:
+        raise CompileError(str(exc)) from exc
+    except OSError as exc:  # an unreadable cache, a full disk: run eager rather than fail the job
+        raise CompileError(f"compiled-library cache: {exc}") from exc
 
 
-def _build_checked(model: nn.Module, entry: str, example: torch.Tensor, home: Path, key: str) -> Path:
-    """Build, name by content, check against eager, then record; returns the library's path."""
-    from ..fileio import write_json_atomic
+def _build_checked(model: nn.Module, entry: str, example: torch.Tensor, home: Path, key: str):
+    """Build, name by content, load and check against eager, then record; returns the loaded runner."""
+    from ..fileio import atomic_path
 
     expected = _eager_output(model, entry, example)
     building = home / f"{key}.building.so"
@@ -221,25 +249,27 @@ def _build_checked(model: nn.Module, entry: str, example: torch.Tensor, home: Pa
     except Exception as exc:
         raise CompileError(f"AOTInductor could not compile {type(model).__name__}.{entry} "
                            f"({type(exc).__name__}: {exc})") from exc
-    sha = sha256_file(building)
+    fd = trusted_files.open_trusted(building)
+    sha = trusted_files.sha256_fd(fd)
     # Named by content: a process that already loaded an older library of this key keeps its
     # mapping, and the dynamic loader never mistakes the new file for the old one by name.
     path = home / f"{key}.{sha[:16]}.so"
     os.replace(building, path)
     try:
-        _check(_load(path), expected, example)
+        runner = _load(path, fd, lambda r: _check(r, expected, example))
     except CompileError:
         path.unlink(missing_ok=True)
         raise
-    write_json_atomic(home / f"{key}.json", {
-        "file": path.name, "sha256": sha, "entry": entry, "torch": torch.__version__,
-        "model": type(model).__name__, "input": list(example.shape), "dtype": str(example.dtype),
-        "built": time.strftime("%Y-%m-%d %H:%M:%S")})
+    record = {"file": path.name, "sha256": sha, "entry": entry, "torch": torch.__version__,
+              "model": type(model).__name__, "input": list(example.shape), "dtype": str(example.dtype),
+              "built": time.strftime("%Y-%m-%d %H:%M:%S")}
+    with atomic_path(home / f"{key}.json", private=True) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     for old in home.glob(f"{key}.*.so"):
         if old != path:
             old.unlink(missing_ok=True)  # a mapped library stays usable by its process after unlink
     remove_unused(home)
-    return path
+    return runner
 
 
 def remove_unused(home: Optional[Path] = None, days: float = UNUSED_DAYS) -> List[Path]:

@@ -9,15 +9,19 @@ interface (``AOTInductorModelContainer*``, declared in torch's ``aoti_runtime/in
 through :mod:`ctypes`, which releases the GIL for the call; tensors cross that interface as
 ``AtenTensorHandle`` pointers made and taken back by ``torch._C._aoti``.
 
-:func:`load_runner` returns a :class:`LibraryRunner`, or torch's own runner where the library
-lacks the C interface this module expects.
+:func:`load_runner` returns a :class:`LibraryRunner` after a trial call (the caller compares it
+with the eager model).  That path relies on torch internals, so it is used only with the torch
+releases it was written for (:data:`WRITTEN_FOR`) and when the private helpers it calls exist;
+otherwise, or when the trial fails in any way, torch's own runner is used with one warning.
 """
 
 from __future__ import annotations
 
 import ctypes
+import re
+import warnings
 from pathlib import Path
-from typing import List
+from typing import Callable, List, Optional
 
 import torch
 
@@ -31,6 +35,11 @@ _SIGNATURES = {
     "AOTInductorModelContainerDelete": [_HANDLE],
 }
 _SYMBOLS = tuple(_SIGNATURES)
+#: the private ``torch._C._aoti`` helpers that turn tensors into ``AtenTensorHandle`` pointers and back
+_HELPERS = ("unsafe_alloc_void_ptrs_from_tensors", "alloc_tensors_by_stealing_from_void_ptrs")
+#: the torch releases (major, minor) this call path is written for: tested with 2.13; the C functions and
+#: helpers above are those of torch 2.6 onwards.  Others get torch's runner.
+WRITTEN_FOR = ((2, 6), (2, 13))
 
 # Private prototypes of two Python C-API functions (PYFUNCTYPE keeps the GIL, as they need);
 # setting argtypes on ctypes.pythonapi itself would change them for every other user.
@@ -43,12 +52,12 @@ _new_capsule = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.c_cha
 class LibraryRunner:
     """``run([tensor, ...]) -> [tensor, ...]`` of one AOTInductor CPU library, the GIL released meanwhile."""
 
-    def __init__(self, so_path: Path) -> None:
-        self.path = Path(so_path)
+    def __init__(self, so_path: Path, name: Optional[str] = None) -> None:
+        self.path, self.name = Path(so_path), name or Path(so_path).name
         self._lib = ctypes.CDLL(str(self.path))
         missing = [name for name in _SYMBOLS if not hasattr(self._lib, name)]
         if missing:
-            raise OSError(f"{self.path.name} does not export {', '.join(missing)}")
+            raise OSError(f"{self.name} does not export {', '.join(missing)}")
         for name in _SYMBOLS:
             function = getattr(self._lib, name)
             function.argtypes, function.restype = _SIGNATURES[name], ctypes.c_int32
@@ -62,7 +71,7 @@ class LibraryRunner:
     def _call(self, name: str, *args) -> None:
         status = getattr(self._lib, name)(*args)
         if status != 0:  # the library has printed the C++ exception's message to stderr
-            raise RuntimeError(f"{self.path.name}: {name} failed (status {status}; the library's message "
+            raise RuntimeError(f"{self.name}: {name} failed (status {status}; the library's message "
                                "is on stderr)")
 
     def run(self, inputs: List[torch.Tensor]) -> List[torch.Tensor]:
@@ -82,9 +91,39 @@ class LibraryRunner:
             self._handle = None
 
 
-def load_runner(so_path: Path):
-    """A runner of the library at ``so_path``: GIL-free where possible, torch's binding otherwise."""
+def gil_free_problem() -> Optional[str]:
+    """Why :class:`LibraryRunner` cannot be used with this torch, or ``None``."""
+    version = tuple(int(part) for part in re.findall(r"\d+", torch.__version__)[:2])
+    (low, high), shown = WRITTEN_FOR, torch.__version__
+    if not low <= version <= high:
+        return f"written for torch {low[0]}.{low[1]} to {high[0]}.{high[1]}, this is torch {shown}"
+    aoti = getattr(torch._C, "_aoti", None)
+    missing = [f"torch._C._aoti.{name}" for name in _HELPERS if not hasattr(aoti, name)]
+    return f"torch {shown} has no {', '.join(missing)}" if missing else None
+
+
+def load_runner(so_path: Path, trial: Optional[Callable] = None, name: Optional[str] = None):
+    """A runner of the library at ``so_path`` that passed ``trial(runner)`` (which raises on a wrong result):
+    GIL-free where possible, torch's binding otherwise (one warning says why).  Raises what torch's runner
+    raised, naming both failures, when neither works."""
+    name = name or Path(so_path).name
+    problem = gil_free_problem()
+    if problem is None:
+        try:
+            runner = LibraryRunner(so_path, name)
+            if trial is not None:
+                trial(runner)
+            return runner
+        except Exception as exc:  # anything, a renamed private helper's AttributeError included
+            problem = f"{type(exc).__name__}: {exc}"
     try:
-        return LibraryRunner(so_path)
-    except (OSError, AttributeError):
-        return torch._C._aoti.AOTIModelContainerRunnerCpu(str(so_path), 1)
+        runner = torch._C._aoti.AOTIModelContainerRunnerCpu(str(so_path), 1)
+        if trial is not None:
+            trial(runner)
+    except Exception as exc:
+        raise RuntimeError(f"the GIL-free call failed ({problem}), and torch's runner too "
+                           f"({type(exc).__name__}: {exc})") from exc
+    warnings.warn(f"{name}: calling the compiled library through torch's runner, which holds the GIL while the "
+                  f"model runs (decoding threads wait): the GIL-free call path is unavailable ({problem})",
+                  RuntimeWarning, stacklevel=2)
+    return runner

@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Tuple, Union
 
+from .. import limits
 from ..errors import ConfigError
 
 Resize = Union[int, Tuple[int, int]]
@@ -59,10 +60,32 @@ def nonfinite_fields(value: Any, where: str) -> list:
     return []
 
 
-def _positive_int(owner: str, name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{owner}.{name}: expected a positive integer, got {value!r}")
+def _positive_int(owner: str, name: str, value: Any, high: Optional[int] = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or (high is not None and value > high):
+        upper = f" of at most {high}" if high is not None else ""
+        raise ConfigError(f"{owner}.{name}: expected a positive integer{upper}, got {value!r}")
     return value
+
+
+#: architecture arguments that size a model -> their upper bound (:mod:`video3d_zoo.limits`); a list of
+#: them (``stage_widths``) is checked entry by entry
+ARCH_SIZE_BOUNDS = {"widen_factor": limits.MAX_WIDEN_FACTOR,
+                    **{name: limits.MAX_CHANNELS for name in ("stage_widths", "stem_width", "stem_mid", "growth_rate",
+                                                              "num_init_features", "bn_size", "cardinality",
+                                                              "expansion")},
+                    **{name: limits.MAX_FRAMES for name in ("layers", "block_config", "stem_kernel_t", "block_kernel_t",
+                                                            "stem_stride_t", "stem_pool_kernel_t")}}
+
+
+def check_arch_sizes(arch_kwargs: Mapping[str, Any], owner: str = "config.arch_kwargs") -> None:
+    """Refuse an architecture argument that sizes a model (:data:`ARCH_SIZE_BOUNDS`) above its bound, before
+    anything is built (``widen_factor: 1e6`` used to overflow deep inside the first layer)."""
+    for name, high in ARCH_SIZE_BOUNDS.items():
+        value = arch_kwargs.get(name)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not 0 <= v <= high:
+                raise ConfigError(f"{owner}.{name}: expected a number from 0 to {high:g}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -83,15 +106,16 @@ class InputSpec:
     name: str = "kenshohara2020"
 
     def __post_init__(self) -> None:
-        _positive_int("input_spec", "frames", self.frames)
-        _positive_int("input_spec", "crop_size", self.crop_size)
+        _positive_int("input_spec", "frames", self.frames, limits.MAX_FRAMES)
+        _positive_int("input_spec", "crop_size", self.crop_size, limits.MAX_SIDE)
         resize = self.resize
         if isinstance(resize, (list, tuple)):
             if len(resize) != 2:
                 raise ConfigError(f"input_spec.resize: expected an int or [height, width], got {resize!r}")
-            resize = tuple(_positive_int("input_spec", "resize", int(v)) for v in resize)
+            resize = tuple(_positive_int("input_spec", "resize", int(v) if isinstance(v, float) and v.is_integer()
+                                         else v, limits.MAX_SIDE) for v in resize)
         else:
-            resize = _positive_int("input_spec", "resize", resize)
+            resize = _positive_int("input_spec", "resize", resize, limits.MAX_SIDE)
         object.__setattr__(self, "resize", resize)
         scale = self.value_scale
         if (isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale)
@@ -153,14 +177,16 @@ class ModelConfig:
         if not isinstance(self.architecture, str) or not self.architecture:
             raise ConfigError(f"config.architecture: expected a model name, got {self.architecture!r}")
         if not (isinstance(self.num_classes, int) and not isinstance(self.num_classes, bool)
-                and self.num_classes >= 0):
-            raise ConfigError(f"config.num_classes: expected an integer >= 0, got {self.num_classes!r}")
-        _positive_int("config", "in_chans", self.in_chans)
+                and 0 <= self.num_classes <= limits.MAX_CLASSES):
+            raise ConfigError(f"config.num_classes: expected an integer from 0 to {limits.MAX_CLASSES}, "
+                              f"got {self.num_classes!r}")
+        _positive_int("config", "in_chans", self.in_chans, limits.MAX_CHANNELS)
         if not isinstance(self.arch_kwargs, Mapping):
             raise ConfigError(f"config.arch_kwargs: expected an object, got {self.arch_kwargs!r}")
         bad = nonfinite_fields(dict(self.arch_kwargs), "config.arch_kwargs")
         if bad:
             raise ConfigError(f"{', '.join(bad)}: expected a finite number, got NaN or infinity")
+        check_arch_sizes(self.arch_kwargs)
         object.__setattr__(self, "arch_kwargs", dict(self.arch_kwargs))
         if isinstance(self.input_spec, Mapping):
             object.__setattr__(self, "input_spec", InputSpec.from_dict(self.input_spec))

@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 from ..errors import TrainConfigError
 # the schema and the resume check are re-exported: they lived here before config_schema.py / config_changes.py
 from .config_changes import config_changes, describe_changes, flatten  # noqa: F401
-from .config_schema import (CHOICES, NON_NEGATIVE, POSITIVE, RESUME_SAFE, UNIT_INTERVAL,  # noqa: F401
+from .config_schema import (CHOICES, NON_NEGATIVE, POSITIVE, RESUME_SAFE, UNIT_INTERVAL, upper_bounds,  # noqa: F401
                             DataSection, FinetuneSection, ModelSection, OptimSection, OutputSection,
                             ScheduleSection, SyntheticSection, TrainConfig, TrainSection)
 
@@ -251,6 +251,10 @@ def validate(config: TrainConfig, where: str = "config") -> None:
     for key in sorted(UNIT_INTERVAL):
         if not 0 <= _get(config, key) <= 1:
             fail(key, "must be in [0, 1]")
+    for key, high in sorted(upper_bounds().items()):
+        value = _get(config, key)
+        if value is not None and value > high:
+            fail(key, f"must be at most {high:g} (the bounds are in video3d_zoo/limits.py)")
     if not config.model.name:
         fail("model.name", "give a registered model name")
     if config.optim.nesterov and (config.optim.momentum <= 0 or config.optim.dampening != 0):

@@ -232,6 +232,21 @@ NON_NEGATIVE = {"optim.momentum", "optim.dampening", "optim.weight_decay",
 UNIT_INTERVAL = {"optim.momentum", "optim.dampening", "data.synthetic.test_fraction"}
 
 
+def upper_bounds() -> Dict[str, float]:
+    """Key -> the largest value it may take (:mod:`video3d_zoo.limits`)."""
+    from .. import limits
+
+    return {"model.frames": limits.MAX_FRAMES, "data.synthetic.frames": limits.MAX_FRAMES,
+            **dict.fromkeys(("model.crop_size", "model.resize", "data.synthetic.size", "data.decode_short_side"),
+                            limits.MAX_SIDE),
+            "model.num_classes": limits.MAX_CLASSES, "model.in_chans": limits.MAX_CHANNELS,
+            "data.fps": limits.MAX_FPS, "data.temporal_stride": limits.MAX_STRIDE,
+            "data.val_clips": limits.MAX_CLIPS_PER_VIDEO, "data.synthetic.videos_per_class": 100_000,
+            "train.batch_size": limits.MAX_BATCH, "train.val_batch_size": limits.MAX_BATCH,
+            "train.accumulate": limits.MAX_BATCH, "data.num_workers": limits.MAX_CONFIG_WORKERS,
+            "train.threads": limits.MAX_CONFIG_WORKERS}
+
+
 RESUME_SAFE = frozenset({
     "source", "output.dir", "output.name", "output.overwrite", "output.plot", "train.progress",
     "train.tensorboard", "train.log_every", "train.checkpoint_every_steps", "data.num_workers", "data.cache",
