@@ -21,6 +21,7 @@ from torch import nn
 from .checkpoint_files import (CONFIG_NAME, WEIGHTS_NAME, PathLike, pickle_imports, read_checkpoint,  # noqa: F401
                                read_pickle, read_safetensors)
 from ..models.config import CONFIG_METADATA_KEY, ModelConfig
+from ..models.layout import KENSHOHARA2020, ZOO
 from .convert import ConvertedCheckpoint, convert_checkpoint, to_zoo_layout
 from ..errors import CheckpointError, ConfigError, WeightsNotFoundError, WeightsUnavailableError
 from ..fileio import atomic_path  # noqa: F401  (also re-exported: weights.atomic_path is its old home)
@@ -179,7 +180,7 @@ def convert_source(source: Union[PathLike, Mapping[str, Any]]) -> ConvertedCheck
         return convert_checkpoint(source)
     obj, config = read_checkpoint(source)
     if config is not None:
-        result = to_zoo_layout(obj, filename=Path(source).name, layout="kenshohara2020")  # the zoo's own
+        result = to_zoo_layout(obj, filename=Path(source).name, layout=KENSHOHARA2020)  # the zoo's own
         converted = ConvertedCheckpoint(result.state_dict, config, result.layout)
     else:
         converted = convert_checkpoint(obj, filename=Path(source).name)
@@ -290,7 +291,7 @@ def fetch_converted(name: str, pretrained: Any = True, manifest=None) -> Convert
     else:
         raise unavailable_error(entry)
     state_dict, _ = read_checkpoint(path)
-    return ConvertedCheckpoint(state_dict=state_dict, config=config, layout="zoo",
+    return ConvertedCheckpoint(state_dict=state_dict, config=config, layout=ZOO,
                                origin=f"{entry.name} ({path})", source_bytes=Path(path).stat().st_size,
                                metadata=entry.metadata())
 

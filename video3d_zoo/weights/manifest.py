@@ -1,7 +1,8 @@
 """The weights manifest: which pretrained weights exist, what they are, and where they live.
 
-``weights_manifest.json`` (repository root; the package ships an identical copy in
-``video3d_zoo/data/``) is the one source of truth.  This module turns it into frozen
+``weights_manifest.json`` at the repository root is the one source of truth; the package reaches
+it through ``video3d_zoo/data/weights_manifest.json``, a link that a wheel or sdist build turns
+into a copy of the file.  This module turns it into frozen
 objects, validates it (every error names the entry and the field), resolves what a user asks
 for (``pretrained=True``, a tag, an alias word) to one :class:`WeightsEntry`, and fetches the
 converted checkpoint through :mod:`video3d_zoo.weights.hub`.
@@ -28,8 +29,9 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 from ..models.config import loads_finite
 from ..errors import ManifestError
 from .manifest_parse import parse_manifest
-from .manifest_schema import (LAYOUTS, LEVELS, METRICS, SCHEMA_VERSION, Accuracy, Dataset, EmbeddedFile,
-                              HubLocation, Manifest, Upstream, WeightsEntry, dumps)
+from ..models.layout import LAYOUTS
+from .manifest_schema import (LEVELS, METRICS, SCHEMA_VERSION, Accuracy, Dataset, EmbeddedFile, HubLocation,
+                              Manifest, Upstream, WeightsEntry, dumps)
 
 MANIFEST_ENV = "VIDEO3D_ZOO_MANIFEST"
 MANIFEST_NAME = "weights_manifest.json"
