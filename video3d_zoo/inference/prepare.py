@@ -133,7 +133,8 @@ class InferenceModel(nn.Module):
         return self
 
     def weights_digest(self) -> str:
-        """sha256 of the prepared network's state (:func:`video3d_zoo.jobs.provenance.weights_digest`), computed once."""
+        """sha256 of the prepared network's state (:func:`video3d_zoo.jobs.provenance.weights_digest`),
+        computed once."""
         if self._digest is None:
             from ..jobs.provenance import weights_digest
 

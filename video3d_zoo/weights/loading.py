@@ -1,6 +1,6 @@
 """The one glue step from a checkpoint (file, folder or loaded object) to a ready model.
 
-* :func:`~video3d_zoo.weights.checkpoint_files.read_checkpoint` (re-exported here) reads zoo folders,
+* :func:`~video3d_zoo.weights.checkpoint_files.read_checkpoint` reads zoo folders,
   ``.safetensors`` and pickled ``.pth`` files safely.
 * :func:`load_converted` builds the architecture *without* random initialisation (meta
   device, then the tensors are assigned) and loads strictly: any missing, unexpected or
@@ -18,13 +18,12 @@ from typing import Any, Mapping, Optional, Union
 import torch
 from torch import nn
 
-from .checkpoint_files import (CONFIG_NAME, WEIGHTS_NAME, PathLike, pickle_imports, read_checkpoint,  # noqa: F401
-                               read_pickle, read_safetensors)
+from .checkpoint_files import CONFIG_NAME, WEIGHTS_NAME, PathLike, read_checkpoint
 from ..models.config import CONFIG_METADATA_KEY, ModelConfig
 from ..models.layout import KENSHOHARA2020, ZOO
 from .convert import ConvertedCheckpoint, convert_checkpoint, to_zoo_layout
 from ..errors import CheckpointError, ConfigError, WeightsNotFoundError, WeightsUnavailableError
-from ..fileio import atomic_path  # noqa: F401  (also re-exported: weights.atomic_path is its old home)
+from ..fileio import atomic_path
 from ..layers import adapt_input_conv
 from ..models.registry import family_of, get_model_spec
 from .tensor_checks import check_finite, check_materialised_size, compact_state_dict
@@ -250,11 +249,6 @@ def unavailable_message(entry, home: Optional[Path] = None, cli: bool = False) -
             "loads as video3d_zoo.create_model(\"hf-hub:ORG/REPO\")",
         ]
     return "\n".join(lines)
-
-
-def unpublished_message(entry) -> str:
-    """What to do when an entry's weights are not available (kept for callers of the old name)."""
-    return unavailable_message(entry, cli=False)
 
 
 def fetch_converted(name: str, pretrained: Any = True, manifest=None) -> ConvertedCheckpoint:

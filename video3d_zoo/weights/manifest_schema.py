@@ -240,8 +240,9 @@ class WeightsEntry(Record):
     tag: str = pattern(TAG_RE, "lower-case letters, digits, '_' or '-' (no dots)", required=True)
     default: bool = _json_field(JsonField("true or false", lambda v: isinstance(v, bool)), default=False)
     description: Optional[str] = text(omit_empty=True)
-    arch_kwargs: Mapping[str, Any] = _json_field(JsonField("an object", lambda v: isinstance(v, Mapping), nullable=False,
-                                                       convert=dict, problems=_finite_kwargs), factory=dict)
+    arch_kwargs: Mapping[str, Any] = _json_field(JsonField("an object", lambda v: isinstance(v, Mapping),
+                                                           nullable=False, convert=dict, problems=_finite_kwargs),
+                                                 factory=dict)
     dataset: Optional[Dataset] = record(Dataset)
     num_classes: int = integer(1, required=True)
     #: null, a list of class names, or the name of a packaged list (resolved by the parser, which
@@ -250,7 +251,8 @@ class WeightsEntry(Record):
         "null, the name of a packaged label set or a list of non-empty strings",
         lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) and x for x in v))))
     labels_source: Optional[str] = text()
-    input_spec: InputSpec = _json_field(JsonField("an object", required=True, nullable=False, convert=InputSpec.from_dict))
+    input_spec: InputSpec = _json_field(JsonField("an object", required=True, nullable=False,
+                                                  convert=InputSpec.from_dict))
     accuracy: Tuple[Accuracy, ...] = _json_field(JsonField("a list", lambda v: isinstance(v, list), nullable=False,
                                                        record=Accuracy, many=True), factory=tuple)
     accuracy_note: Optional[str] = text(omit_empty=True)
