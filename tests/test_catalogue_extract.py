@@ -411,11 +411,11 @@ def test_overlapped_inline_and_worker_decoding_write_the_same_features(weights, 
 
 def test_clips_decoded_ahead_are_bounded_by_memory_but_cover_two_batches():
     from video3d_zoo.models.config import InputSpec
-    from video3d_zoo.jobs.pipeline import queue_depth as _queue_depth
+    from video3d_zoo.jobs.pipeline import queue_depth
 
-    assert _queue_depth(InputSpec(frames=16, crop_size=112, resize=112), 8) == 64  # 2.4 MB a clip
-    assert _queue_depth(InputSpec(frames=16, crop_size=112, resize=112), 32) == 96
-    assert _queue_depth(InputSpec(frames=64, crop_size=224, resize=224), 8) == 17  # 38 MB a clip: 13 fit
+    assert queue_depth(InputSpec(frames=16, crop_size=112, resize=112), 8) == 64  # 2.4 MB a clip
+    assert queue_depth(InputSpec(frames=16, crop_size=112, resize=112), 32) == 96
+    assert queue_depth(InputSpec(frames=64, crop_size=224, resize=224), 8) == 17  # 38 MB a clip: 13 fit
 
 
 def test_a_failing_video_does_not_stop_the_decoding_thread(weights, originals, videos, tmp_path, capsys):

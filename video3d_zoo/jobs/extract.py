@@ -123,7 +123,7 @@ def _kept_note(job: VideoJob) -> str:
 
 
 class _Collector:
-    """The sink of the job (:func:`~video3d_zoo.jobs.pipeline.run_clips`): writes each finished video, records failures."""
+    """The job's sink (:func:`~video3d_zoo.jobs.pipeline.run_clips`): writes each finished video, records failures."""
 
     def __init__(self, tasks: List[_Task], summary: ExtractionSummary, progress, strict: bool) -> None:
         self.tasks, self.summary, self.progress, self.strict = tasks, summary, progress, strict

@@ -29,16 +29,15 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 from ..models.config import loads_finite
 from ..errors import ManifestError
 from .manifest_parse import parse_manifest
-from ..models.layout import LAYOUTS
-from .manifest_schema import (LEVELS, METRICS, SCHEMA_VERSION, Accuracy, Dataset, EmbeddedFile, HubLocation,
-                              Manifest, Upstream, WeightsEntry, dumps)
+from .manifest_schema import (SCHEMA_VERSION, Accuracy, Dataset, EmbeddedFile, HubLocation, Manifest, Upstream,
+                              WeightsEntry, dumps)
 
 MANIFEST_ENV = "VIDEO3D_ZOO_MANIFEST"
 MANIFEST_NAME = "weights_manifest.json"
 
-__all__ = ["Accuracy", "Dataset", "EmbeddedFile", "HubLocation", "LAYOUTS", "LEVELS", "MANIFEST_ENV",
-           "MANIFEST_NAME", "METRICS", "Manifest", "SCHEMA_VERSION", "Upstream", "WeightsEntry", "dumps",
-           "list_pretrained", "load_manifest", "manifest_path", "packaged_manifest_path", "parse_manifest"]
+__all__ = ["Accuracy", "Dataset", "EmbeddedFile", "HubLocation", "MANIFEST_ENV", "MANIFEST_NAME", "Manifest",
+           "SCHEMA_VERSION", "Upstream", "WeightsEntry", "dumps", "list_pretrained", "load_manifest", "manifest_path",
+           "packaged_manifest_path", "parse_manifest"]
 
 
 # -- loading ---------------------------------------------------------------------------------------
