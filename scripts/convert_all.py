@@ -24,7 +24,7 @@ For every manifest entry (``--only`` filters by shell pattern on ``model.tag``):
 Results: ``converted/entries.jsonl`` (one finished entry per line) and, unless ``--dry-run``,
 ``converted/weights_manifest.json``: the input manifest with every published entry's ``hub``
 (and newly learnt upstream sha256) filled in, validated.  Copy it over the root file (or pass
-``--in-place``) and run ``python scripts/sync_manifest.py``.  Entries already published are
+``--in-place``); the package reads the root file through its link.  Entries already published are
 skipped unless ``--force``.  The exit status is 1 if any entry failed (each is reported).
 """
 
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="convert and write model cards, upload nothing")
     parser.add_argument("--force", action="store_true", help="also redo entries that are already published")
     parser.add_argument("--in-place", action="store_true",
-                        help="write the updated manifest over --manifest (then run scripts/sync_manifest.py)")
+                        help="write the updated manifest over --manifest")
     parser.add_argument("--no-verify-upstream", action="store_true",
                         help="do not check the originals against the manifest's upstream checksums")
     parser.add_argument("--private", action="store_true")
@@ -156,8 +156,7 @@ def main(argv=None) -> int:
         parse_manifest(data, path="updated manifest")  # never write an invalid manifest
         target = args.manifest if args.in_place else args.output / "weights_manifest.json"
         target.write_text(dumps(data), encoding="utf-8")
-        print(f"wrote {target}" + ("; now run: python scripts/sync_manifest.py" if args.in_place else
-                                   f"; review it, copy it to {args.manifest} and run scripts/sync_manifest.py"))
+        print(f"wrote {target}" + ("" if args.in_place else f"; review it and copy it to {args.manifest}"))
     print(f"{len(done)} converted{' (dry run)' if args.dry_run else ' and published'}, {len(missing)} missing, "
           f"{len(failures)} failed" + (f": {failures}" if failures else ""))
     return 1 if failures else 0

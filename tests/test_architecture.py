@@ -203,3 +203,20 @@ def test_readme_layout_lists_every_module():
                if f"`{p.relative_to(PACKAGE.parent).as_posix()}`" not in section]
     assert not missing, f"README.md does not name {missing}: run python scripts/gen_layout.py"
     assert gen_layout.render(readme) == readme, "README.md's layout list is out of date: run python scripts/gen_layout.py"
+
+
+def _string_constants(pattern: str):
+    """``(value, module)`` of every string constant in the package that is exactly a ``pattern`` match."""
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and re.fullmatch(pattern, node.value):
+                yield node.value, path.relative_to(PACKAGE).as_posix()
+
+
+def test_environment_variable_names_are_written_once():
+    """Each ``VIDEO3D_ZOO_*`` name has one home (a module constant); everything else imports it."""
+    seen = {}
+    for value, module in _string_constants(r"VIDEO3D_ZOO_[A-Z_]+"):
+        seen.setdefault(value, []).append(module)
+    assert {"VIDEO3D_ZOO_MANIFEST", "VIDEO3D_ZOO_HOME"} <= set(seen)
+    assert {value: modules for value, modules in seen.items() if len(modules) > 1} == {}

@@ -17,7 +17,8 @@ import pytest
 import torch
 from torch import nn
 
-from video3d_zoo.train.evaluate import EvalFailed, evaluate
+from video3d_zoo.errors import EvalFailed
+from video3d_zoo.train.evaluate import evaluate
 from video3d_zoo.cli.commands import main as cli_main
 from videos import write_video
 

@@ -19,8 +19,7 @@ import pytest
 import torch
 
 import video3d_zoo
-from video3d_zoo.jobs import extract as extract_module
-from video3d_zoo.jobs import features as features_module
+from video3d_zoo.jobs import pipeline as pipeline_module
 from video3d_zoo.cli.commands import main as cli_main
 from video3d_zoo.errors import ConfigError, NonFiniteError
 from video3d_zoo.jobs.extract import run_extraction
@@ -269,7 +268,7 @@ def test_nan_features_are_never_written(weights, videos, tmp_path, capsys, monke
     out = tmp_path / "out"
     assert extract(capsys, weights["a"], videos, out)[0] == 0
     before = snapshot(out)
-    _nan_on_first_call(features_module.clip_outputs, monkeypatch, extract_module)
+    _nan_on_first_call(pipeline_module.clip_outputs, monkeypatch, pipeline_module)
     code, text, _ = extract(capsys, weights["a"], videos, out, "--layer", "logits", "--batch-size", "1")
     assert code == 1 and "1 failed" in text and "NaN/inf" in text
     failed = (videos / "a" / "clip.avi").resolve()  # first in sorted order: its first clip was poisoned
@@ -283,14 +282,14 @@ def test_nan_features_are_never_written(weights, videos, tmp_path, capsys, monke
 
 @pytest.mark.parametrize("as_json", [False, True])
 def test_classify_refuses_nan_scores(weights, videos, capsys, monkeypatch, as_json):
-    _nan_on_first_call(features_module.clip_outputs, monkeypatch, features_module)
+    _nan_on_first_call(pipeline_module.clip_outputs, monkeypatch, pipeline_module)
     code, text, err = run_cli(capsys, "classify", videos / "a" / "clip.mp4", "--weights", weights["a"],
                               *(["--json"] if as_json else []))
     assert code == 2 and text == "" and "NaN/inf" in err and len(err.strip().splitlines()) == 1
 
 
 def test_api_refuses_nan(model, videos, monkeypatch):
-    _nan_on_first_call(features_module.clip_outputs, monkeypatch, features_module)
+    _nan_on_first_call(pipeline_module.clip_outputs, monkeypatch, pipeline_module)
     with pytest.raises(NonFiniteError, match="NaN/inf"):
         classify_video(model, videos / "a" / "clip.mp4")
 
@@ -412,11 +411,11 @@ def test_overlapped_inline_and_worker_decoding_write_the_same_features(weights, 
 
 def test_clips_decoded_ahead_are_bounded_by_memory_but_cover_two_batches():
     from video3d_zoo.models.config import InputSpec
-    from video3d_zoo.jobs.extract import _queue_depth
+    from video3d_zoo.jobs.pipeline import queue_depth
 
-    assert _queue_depth(InputSpec(frames=16, crop_size=112, resize=112), 8) == 64  # 2.4 MB a clip
-    assert _queue_depth(InputSpec(frames=16, crop_size=112, resize=112), 32) == 96
-    assert _queue_depth(InputSpec(frames=64, crop_size=224, resize=224), 8) == 17  # 38 MB a clip: 13 fit
+    assert queue_depth(InputSpec(frames=16, crop_size=112, resize=112), 8) == 64  # 2.4 MB a clip
+    assert queue_depth(InputSpec(frames=16, crop_size=112, resize=112), 32) == 96
+    assert queue_depth(InputSpec(frames=64, crop_size=224, resize=224), 8) == 17  # 38 MB a clip: 13 fit
 
 
 def test_a_failing_video_does_not_stop_the_decoding_thread(weights, originals, videos, tmp_path, capsys):

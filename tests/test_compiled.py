@@ -9,7 +9,8 @@ import torch
 
 import video3d_zoo
 from video3d_zoo.inference import compiled
-from video3d_zoo.inference.prepare import bf16_supported, optimize_for_inference
+from video3d_zoo.inference.precision import bf16_supported
+from video3d_zoo.inference.prepare import optimize_for_inference, prepare_network
 
 pytestmark = pytest.mark.skipif(not compiled.available(), reason="this torch has no AOTInductor CPU runner")
 
@@ -29,7 +30,7 @@ def home(tmp_path_factory):
 @pytest.fixture(scope="module")
 def built(home):
     """One library of a tiny model's forward (fp32, batch 4): (prepared model, example, runner, seconds)."""
-    prepared = optimize_for_inference(tiny(), compile=False).model
+    prepared = prepare_network(tiny())
     example = torch.randn(4, *CLIP).contiguous(memory_format=torch.channels_last_3d)
     runner, seconds = compiled.load_or_build(prepared, "forward", example, home=home)
     return prepared, example, runner, seconds
@@ -50,7 +51,7 @@ def test_a_built_library_matches_eager_and_the_next_process_reuses_it(built, hom
 def test_the_key_changes_with_the_weights_the_entry_and_the_shape(built):
     prepared, example, _, _ = built
     key = compiled.artefact_key(prepared, "forward", example)
-    other = optimize_for_inference(tiny(seed=1), compile=False).model
+    other = prepare_network(tiny(seed=1))
     assert compiled.artefact_key(other, "forward", example) != key
     assert compiled.artefact_key(prepared, "forward_features", example) != key
     assert compiled.artefact_key(prepared, "forward", example[:2]) != key
@@ -119,10 +120,10 @@ def test_a_later_process_loads_the_library_without_importing_the_compiler(built,
 
     code = ("import sys, torch, video3d_zoo\n"
             "from video3d_zoo.inference import compiled\n"
-            "from video3d_zoo.inference.prepare import optimize_for_inference\n"
+            "from video3d_zoo.inference.prepare import prepare_network\n"
             "torch.manual_seed(0)\n"
             "model = video3d_zoo.create_model('resnet3d_10', widen_factor=0.125, num_classes=5).eval()\n"
-            "prepared = optimize_for_inference(model).model\n"
+            "prepared = prepare_network(model)\n"
             "example = torch.load(sys.argv[2])\n"
             "runner, seconds = compiled.load_or_build(prepared, 'forward', example, home=sys.argv[1])\n"
             "out = runner.run([example])[0]\n"
@@ -255,7 +256,7 @@ def test_warming_up_loads_the_library_the_first_batch_then_uses(monkeypatch):
     model = tiny(seed=6)
     fast = optimize_for_inference(model, compile=True, batch_size=2)
     assert fast.warm_up("forward_features", CLIP)
-    assert list(fast._compiled) == [("forward_features", CLIP)]
+    assert fast.compiled_entries == (("forward_features", CLIP),)
     monkeypatch.setattr(compiled, "compile_entry", lambda *a, **k: pytest.fail("compiled a second time"))
     x = torch.randn(2, *CLIP)
     with torch.no_grad():

@@ -14,7 +14,7 @@ from video3d_zoo.cli.commands import main as cli_main
 from video3d_zoo.weights.convert import convert_checkpoint, detect_layout
 from video3d_zoo.errors import CheckpointError, ConfigError, UnsafeCheckpointError
 from video3d_zoo.models.registry import family_of
-from video3d_zoo.weights.loading import read_checkpoint
+from video3d_zoo.weights.checkpoint_files import read_checkpoint
 
 from helpers import as_2017
 

@@ -10,7 +10,8 @@ import torch
 
 import video3d_zoo
 from video3d_zoo.cli.commands import main as cli_main
-from video3d_zoo.jobs.extract import parse_shard, plan_jobs, run_extraction
+from video3d_zoo.jobs.extract import run_extraction
+from video3d_zoo.jobs.extract_plan import parse_shard, plan_jobs
 from video3d_zoo.jobs.features import classify_video, extract_features
 from video3d_zoo.io import iter_video_clips
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import video3d_zoo
-from video3d_zoo.inference.prepare import bf16_supported, fuse_conv_bn, optimize_for_inference
+from video3d_zoo.inference.precision import bf16_supported
+from video3d_zoo.inference.prepare import fuse_conv_bn, optimize_for_inference, prepare_network
 
 from helpers import small_input, tiny_kwargs
 
@@ -86,6 +87,25 @@ def test_the_prepared_model_hashes_its_weights_once():
     model = randomised("resnet3d_10")
     fast = optimize_for_inference(model)
     first = weights_digest(fast)
-    assert first == weights_digest(fast.model) and first.startswith("sha256:")
-    fast.model.fc.bias.data.add_(1.0)  # nobody should change a prepared copy; if they do, the digest is as it was
+    assert first == weights_digest(prepare_network(model)) and first.startswith("sha256:")
+    with torch.no_grad():  # nobody should change a prepared copy; if they do, the digest is as it was
+        next(fast.parameters()).add_(1.0)
     assert weights_digest(fast) == first
+
+
+def test_the_prepared_model_is_a_proxy_that_stays_on_its_device():
+    """What callers read is public (config, feature_info, options, device); the network inside is not
+    reachable as an attribute, and moving the model or changing its precision is refused."""
+    from video3d_zoo.errors import ConfigError
+
+    model = randomised("resnet3d_10")
+    fast = optimize_for_inference(model)
+    assert fast.config == model.config and fast.num_features == model.num_features
+    assert [i.module for i in fast.feature_info] == [i.module for i in model.feature_info]
+    assert fast.device == torch.device("cpu") and fast.options.fold_bn and fast.network_name == type(model).__name__
+    assert not hasattr(fast, "model") and fast.compiled_entries == ()
+    assert fast.to("cpu") is fast
+    with pytest.raises(ConfigError, match="prepared for cpu"):
+        fast.to("meta")
+    with pytest.raises(ConfigError, match="precision"):
+        fast.to(torch.float16)

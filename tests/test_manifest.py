@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -20,6 +20,7 @@ from video3d_zoo.errors import ManifestError, WeightsNotFoundError
 from video3d_zoo.weights.manifest import (MANIFEST_ENV, dumps, load_manifest, manifest_path, packaged_manifest_path,
                                   parse_manifest)
 from video3d_zoo.inference.profile import count_params, profile
+from video3d_zoo.weights.manifest_schema import Accuracy, Dataset, HubLocation, Upstream, WeightsEntry
 from video3d_zoo.models.registry import build_model, list_models
 from video3d_zoo.weights.loading import build_empty
 
@@ -36,15 +37,15 @@ def raw():
     return json.loads(ROOT_MANIFEST.read_text(encoding="utf-8"))
 
 
-# -- the packaged copy -----------------------------------------------------------------------------
-def test_packaged_manifest_is_byte_identical_to_the_root_file():
-    assert packaged_manifest_path().read_bytes() == ROOT_MANIFEST.read_bytes()
-
-
-def test_sync_script_check_passes():
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "sync_manifest.py"), "--check"],
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+# -- one copy in git ---------------------------------------------------------------------------------
+def test_the_package_reaches_the_root_file_through_a_link():
+    """One copy in git: the package's path is a link to the root file (builds copy the file in)."""
+    packaged = packaged_manifest_path()
+    assert packaged.is_symlink() and packaged.resolve() == ROOT_MANIFEST.resolve()
+    tracked = subprocess.run(["git", "ls-files", "-s", "--", "*weights_manifest.json"], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout.splitlines()
+    modes = sorted((line.split()[0], line.split("\t")[1]) for line in tracked)
+    assert modes == [("100644", "weights_manifest.json"), ("120000", "video3d_zoo/data/weights_manifest.json")]
 
 
 def test_default_manifest_is_the_packaged_one(monkeypatch, tmp_path):
@@ -430,6 +431,30 @@ def test_malformed_entries_are_rejected_naming_entry_and_field(mutate, expected)
     entry = copy.deepcopy(_good_entry())
     mutate(entry)
     assert expected in _problems(_manifest(entry))
+
+
+@pytest.mark.parametrize("record, mutate, where", [
+    (WeightsEntry, lambda e: e, "entries[0] (resnet3d_10.tiny_16f)"),
+    (HubLocation, lambda e: e["hub"], "entries[0] (resnet3d_10.tiny_16f).hub"),
+    (Dataset, lambda e: e.setdefault("dataset", {"name": "K"}), "entries[0] (resnet3d_10.tiny_16f).dataset"),
+    (Upstream, lambda e: e.setdefault("upstream", {"release": "r", "file": "f.pth"}),
+     "entries[0] (resnet3d_10.tiny_16f).upstream"),
+    (Accuracy, lambda e: e.setdefault("accuracy", [{"dataset": "K", "metric": "top1", "value": 5, "source": "x"}])[0],
+     "entries[0] (resnet3d_10.tiny_16f).accuracy[0]"),
+])
+def test_the_validator_knows_exactly_the_dataclass_fields(record, mutate, where):
+    """Field names are written once, in the schema's dataclasses: an unknown field is named with
+    its entry, and the fields it offers instead are the dataclass's JSON fields."""
+    entry = copy.deepcopy(_good_entry())
+    mutate(entry)["colour"] = "red"
+    names = sorted(f.name for f in dataclasses.fields(record) if f.metadata)
+    assert names and "label_set" not in names
+    assert f"{where}.colour: unknown field; expected some of {names}" in _problems(_manifest(entry))
+
+
+def test_a_required_field_is_required_in_python_too():
+    with pytest.raises(TypeError, match="needs tag"):
+        WeightsEntry(model="resnet3d_10", num_classes=3, input_spec=input_preset("kenshohara2020"))
 
 
 def test_duplicate_tag_and_second_default():

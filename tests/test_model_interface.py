@@ -258,7 +258,7 @@ def test_backbone_with_manifest_weights_fast_path_and_compile():
 
 
 def test_extraction_of_a_stage_stops_there_without_hooks():
-    from video3d_zoo.jobs.features import clip_outputs
+    from video3d_zoo.jobs.pipeline import clip_outputs
     from video3d_zoo.inference.prepare import optimize_for_inference
 
     for name in ("resnet3d_10", "densenet3d_121"):

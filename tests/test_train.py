@@ -19,7 +19,8 @@ from video3d_zoo.train import DataError, DataIssues, TrainConfigError, load_conf
 from video3d_zoo.train.config import parse_override
 from video3d_zoo.train.data import (ShardedBatchSampler, TrainClips, collate_train, make_sampling, read_hmdb51,
                                     read_kinetics, read_ucf101)
-from video3d_zoo.train.loop import KILL_ENV, freeze_before, set_train_mode
+from video3d_zoo.train.loop import KILL_ENV
+from video3d_zoo.train.prepare import freeze_before, set_train_mode
 from video3d_zoo.train.schedule import LRSchedule
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -252,9 +253,37 @@ def test_training_run_writes_everything(trained):
     for key in ("clip_top1", "video_top1", "video_top5", "train_time_s"):
         assert key in metrics
     assert (run / "eval" / "metrics.json").is_file()
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)  # the optimiser the run used
+    assert sorted(g["weight_decay"] for g in state["optimizer"]["param_groups"]) == [0.0, 1e-4]
     # an existing run is not silently overwritten
     with pytest.raises(TrainConfigError, match="already holds a run"):
         train(path)
+
+
+def test_the_optimiser_takes_the_models_parameter_groups(dataset, tmp_path):
+    """No weight decay where the model says so (``no_weight_decay()``: norms and biases); frozen
+    parameters are left out; every trainable parameter is in exactly one group."""
+    from video3d_zoo import create_model
+    from video3d_zoo.train.prepare import freeze_before
+    from video3d_zoo.train.trainer_setup import build_optimizer
+
+    cfg = load_config(write_config(tmp_path / "c.json", tiny_config(dataset, tmp_path, "opt")))
+    model = create_model("resnet3d_10", widen_factor=0.125, num_classes=3)
+    freeze_before(model, "layer2")
+    optimizer = build_optimizer(model, cfg)
+    decay_of = {}
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            assert id(param) not in decay_of
+            decay_of[id(param)] = group["weight_decay"]
+    skip = model.no_weight_decay()
+    assert {"fc.bias", "layer4.0.bn1.weight", "layer4.0.bn1.bias"} <= skip and "fc.weight" not in skip
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            assert id(param) not in decay_of, name
+        else:
+            assert decay_of[id(param)] == (0.0 if name in skip else cfg.optim.weight_decay), name
+    assert any(p.requires_grad for p in model.parameters()) and not model.conv1.weight.requires_grad
 
 
 def test_kill9_then_resume_equals_uninterrupted(dataset, trained, tmp_path):

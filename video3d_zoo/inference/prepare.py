@@ -29,8 +29,8 @@ from typing import Callable, Dict, Optional, Union
 import torch
 from torch import nn
 
-# PRECISIONS, bf16_supported and resolve_precision are re-exported: they lived here before precision.py
-from .precision import PRECISIONS, autocast, bf16_supported, precision_dtype, resolve_precision  # noqa: F401
+from ..errors import ConfigError
+from .precision import autocast, precision_dtype, resolve_precision
 
 
 def fold_batchnorm(conv: nn.Conv3d, bn: nn.modules.batchnorm._BatchNorm) -> nn.Conv3d:
@@ -71,25 +71,74 @@ class InferenceOptions:
 
 
 class InferenceModel(nn.Module):
-    """A model prepared by :func:`optimize_for_inference`; same call interface, float32 outputs."""
+    """A model prepared by :func:`optimize_for_inference`: the model's call interface (float32 outputs)
+    and what describes it (``config``, ``feature_info``, ``pretrained_cfg``...), nothing more.
 
-    def __init__(self, model: nn.Module, options: InferenceOptions, device: torch.device) -> None:
+    The prepared network inside is private: callers use these methods and properties, so the
+    fast path (autocast, memory format, compiled entry points) is never bypassed.  It is prepared
+    for one device and one precision; :meth:`to` refuses to change either.
+    """
+
+    def __init__(self, network: nn.Module, options: InferenceOptions, device: torch.device) -> None:
         super().__init__()
-        self.model = model
-        self.options = options
-        self.device = device
-        self.config = getattr(model, "config", None)
-        self.num_features = getattr(model, "num_features", None)
-        self.feature_info = getattr(model, "feature_info", [])
+        self._network = network
+        self._options = options
+        self._device = device
         self._compiled: Dict[tuple, Callable] = {}  # (entry point, clip shape) -> compiled callable
         self._digest: Optional[str] = None
 
+    @property
+    def options(self) -> InferenceOptions:
+        return self._options
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def config(self):
+        return getattr(self._network, "config", None)
+
+    @property
+    def num_features(self) -> Optional[int]:
+        return getattr(self._network, "num_features", None)
+
+    @property
+    def feature_info(self):
+        return getattr(self._network, "feature_info", [])
+
+    @property
+    def pretrained_cfg(self) -> dict:
+        return self._network.pretrained_cfg
+
+    @property
+    def network_name(self) -> str:
+        """The class name of the prepared network (what a config-less model is called in records)."""
+        return type(self._network).__name__
+
+    @property
+    def compiled_entries(self) -> tuple:
+        """``(entry point, clip shape)`` of each entry compiled (or loaded) so far."""
+        return tuple(self._compiled)
+
+    def to(self, *args, **kwargs) -> "InferenceModel":
+        """Itself, when asked for the device and precision it was prepared for; anything else is refused."""
+        device, dtype, _, memory_format = torch._C._nn._parse_to(*args, **kwargs)
+        if device is not None and torch.device(device) != self._device:
+            raise ConfigError(f"this fast-path model was prepared for {self._device}; call "
+                              f"optimize_for_inference(..., device={str(device)!r}) to run it there")
+        if dtype is not None or memory_format is not None:
+            raise ConfigError("the precision and memory format of a fast-path model are chosen by "
+                              "optimize_for_inference(precision=..., channels_last=...)")
+        return self
+
     def weights_digest(self) -> str:
-        """sha256 of the prepared network's state (:func:`video3d_zoo.jobs.provenance.weights_digest`), computed once."""
+        """sha256 of the prepared network's state (:func:`video3d_zoo.jobs.provenance.weights_digest`),
+        computed once."""
         if self._digest is None:
             from ..jobs.provenance import weights_digest
 
-            self._digest = weights_digest(self.model)
+            self._digest = weights_digest(self._network)
         return self._digest
 
     def _autocast(self):
@@ -112,7 +161,7 @@ class InferenceModel(nn.Module):
         """The callable running ``model.<name>``: compiled once per entry point and clip shape when asked for
         (a library has static shapes; clips of another length or size get their own)."""
         if not self.options.compile:
-            return getattr(self.model, name)
+            return getattr(self._network, name)
         key = (name, tuple(x.shape[1:]))
         if key not in self._compiled:
             self._compiled[key] = self._compile(name, x)
@@ -122,16 +171,16 @@ class InferenceModel(nn.Module):
         from . import compiled
 
         if self.device.type != "cpu" or not compiled.available():
-            return _torch_compiled(getattr(self.model, name))
+            return _torch_compiled(getattr(self._network, name))
         batch = max(self.options.batch_size or 0, x.shape[0])
         dtype = precision_dtype(self.options.precision) or torch.float32
         try:
-            return compiled.compile_entry(self.model, name, batch, tuple(x.shape[1:]), dtype,
+            return compiled.compile_entry(self._network, name, batch, tuple(x.shape[1:]), dtype,
                                           weights_digest=self.weights_digest())
         except compiled.CompileError as exc:
             warnings.warn(f"compilation unavailable, running the eager fast path: {exc}", RuntimeWarning,
                           stacklevel=3)
-            return getattr(self.model, name)
+            return getattr(self._network, name)
 
     def warm_up(self, entry: str, clip_shape) -> bool:
         """Compile or load ``entry`` (``"forward"``, ``"forward_features"``) for clips of ``clip_shape``
@@ -150,15 +199,11 @@ class InferenceModel(nn.Module):
 
     def forward_intermediates(self, x: torch.Tensor, *args, **kwargs):
         """``model.forward_intermediates`` on the fast path (float32 outputs)."""
-        return self._run(self.model.forward_intermediates, x, *args, **kwargs)
-
-    @property
-    def pretrained_cfg(self) -> dict:
-        return self.model.pretrained_cfg
+        return self._run(self._network.forward_intermediates, x, *args, **kwargs)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         with torch.inference_mode(), self._autocast():
-            return self.model.forward_head(x.to(self.device), pre_logits=pre_logits).float()
+            return self._network.forward_head(x.to(self._device), pre_logits=pre_logits).float()
 
 
 def _torch_compiled(fn: Callable) -> Callable:
@@ -173,6 +218,22 @@ def _torch_compiled(fn: Callable) -> Callable:
     return run
 
 
+def prepare_network(model: nn.Module, device: Optional[Union[torch.device, str]] = None, channels_last: bool = True,
+                    fold_bn: bool = True, copy_model: bool = True) -> nn.Module:
+    """The network :func:`optimize_for_inference` runs: eval mode, on ``device``, BatchNorm folded,
+    channels-last, no gradients (a copy unless ``copy_model=False``)."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    prepared = copy.deepcopy(model) if copy_model else model
+    prepared = prepared.eval().to(device)
+    if fold_bn:
+        fuse_conv_bn(prepared)
+    if channels_last:
+        prepared = prepared.to(memory_format=torch.channels_last_3d)
+    for p in prepared.parameters():
+        p.requires_grad_(False)
+    return prepared
+
+
 def optimize_for_inference(model: nn.Module, precision: str = "fp32", channels_last: bool = True,
                            fold_bn: bool = True, compile: bool = False,
                            device: Optional[Union[torch.device, str]] = None, copy_model: bool = True,
@@ -185,12 +246,5 @@ def optimize_for_inference(model: nn.Module, precision: str = "fp32", channels_l
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     options = InferenceOptions(resolve_precision(precision, device), channels_last, fold_bn, compile, batch_size)
-    prepared = copy.deepcopy(model) if copy_model else model
-    prepared = prepared.eval().to(device)
-    if fold_bn:
-        fuse_conv_bn(prepared)
-    if channels_last:
-        prepared = prepared.to(memory_format=torch.channels_last_3d)
-    for p in prepared.parameters():
-        p.requires_grad_(False)
-    return InferenceModel(prepared, options, device)
+    network = prepare_network(model, device, channels_last, fold_bn, copy_model)
+    return InferenceModel(network, options, device)

@@ -34,12 +34,10 @@ import torch
 
 from ..errors import ConfigError, VideoDecodeError
 from .clips import resample_nearest
-# the decoder's result types are re-exported: they lived here before decoded.py
 from .decoded import DecodedFrame, DecodedVideo, DecodeReport, FrameBuffer, VideoInfo
 from .transforms import resized_shape
 
-__all__ = ["VideoInfo", "DecodedVideo", "DecodedFrame", "DecodeReport", "FrameStream", "probe_video",
-           "read_frames", "iter_frames", "apply_rotation"]
+__all__ = ["FrameStream", "probe_video", "read_frames", "iter_frames", "apply_rotation"]
 
 # FFmpeg's ANSI-art demuxers turn any text file into "video"; a .txt must not pass as one.
 _TEXT_AS_VIDEO_FORMATS = frozenset({"tty", "bin", "xbin", "adf", "idf"})

@@ -40,7 +40,8 @@ import torch
 from ..models.config import InputSpec, input_preset
 from ..errors import ConfigError
 from .clips import LAST_POLICIES, clip_starts, loop_pad
-from .decode import DecodeReport, DecodedFrame, FrameStream, iter_frames
+from .decode import FrameStream, iter_frames
+from .decoded import DecodedFrame, DecodeReport
 from .transforms import ClipPreprocessor
 from ..wording import count
 

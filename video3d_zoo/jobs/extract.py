@@ -31,16 +31,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import torch
 
 from ..models.config import InputSpec
-from ..errors import ConfigError, NonFiniteError, Video3DZooError
-from .extract_plan import (LIST_EXTENSIONS, VIDEO_EXTENSIONS, VideoJob, check_writable,  # noqa: F401
-                           collect_videos, parse_shard, plan_jobs, remove_stale_temporaries, shard_from_env)
-from .features import check_finite, check_layer, clip_outputs, eval_mode, model_id, positive_int
+from ..errors import ConfigError
+from .extract_plan import VideoJob, check_writable, plan_jobs, remove_stale_temporaries
+from .pipeline import check_layer, model_id, model_input_spec, positive_int, run_clips
 from .provenance import (compare_record, dumps, run_record, source_identity, stored_report, video_info,
                          video_record)
 from ..wording import count
@@ -105,77 +103,6 @@ class _Task:
     stale: Optional[str] = None  # why an existing output is recomputed
 
 
-# -- decoding (optionally in DataLoader workers) ----------------------------------------------------
-class _ClipStream(torch.utils.data.IterableDataset):
-    """Yields ("clip", index, tensor, start, end), then ("done", index, report) or ("error", index, reason)."""
-
-    def __init__(self, sources: List[Path], spec: InputSpec, protocol, decode_threads: Optional[int] = None) -> None:
-        super().__init__()
-        self.sources, self.spec, self.protocol = sources, spec, protocol
-        self.decode_threads = decode_threads
-
-    def __iter__(self):
-        from ..io import iter_video_clips
-
-        info = torch.utils.data.get_worker_info()
-        mine = range(len(self.sources)) if info is None else range(info.id, len(self.sources), info.num_workers)
-        for index in mine:
-            try:
-                stream = iter_video_clips(self.sources[index], self.spec, protocol=self.protocol,
-                                          decode_threads=self.decode_threads)
-                for clip in stream:
-                    yield ("clip", index, clip.tensor, clip.start_s, clip.end_s)
-            except (Video3DZooError, OSError, RuntimeError, ValueError) as exc:
-                yield ("error", index, str(exc))
-                continue
-            yield ("done", index, stream.report.to_dict())
-
-
-class _Timed:
-    """The inline stream, timed: every second spent in it is the model waiting for decoding."""
-
-    def __init__(self, iterator: Iterator[tuple]) -> None:
-        self.iterator, self.waited_s = iterator, 0.0
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> tuple:
-        started = time.perf_counter()
-        try:
-            return next(self.iterator)
-        finally:
-            self.waited_s += time.perf_counter() - started
-
-    def close(self) -> None:
-        pass
-
-
-def _stream(sources, spec, protocol, workers: int, overlap: bool, batch_size: int):
-    """Decoded clips: in worker processes (``workers > 0``), a background thread taking turns with the
-    model (``overlap``) or inline.  Returns ``(stream, how, CoreShare or None)``."""
-    if workers > 0:
-        loader = torch.utils.data.DataLoader(_ClipStream(sources, spec, protocol), batch_size=None,
-                                             num_workers=workers, prefetch_factor=4)
-        return _Timed(iter(loader)), f"{count(workers, 'worker process')}", None
-    if overlap:
-        from ..io.prefetch import CoreShare, Prefetcher, decoding_cores
-
-        threads = torch.get_num_threads()
-        cores = decoding_cores(threads)
-        depth = _queue_depth(spec, batch_size)
-        stream = Prefetcher(iter(_ClipStream(sources, spec, protocol, decode_threads=cores)), depth=depth)
-        share = CoreShare(stream, min(2 * batch_size, depth - 1), threads, cores) if threads > 1 else None
-        return stream, "background thread", share
-    return _Timed(iter(_ClipStream(sources, spec, protocol))), "inline", None
-
-
-def _queue_depth(spec: InputSpec, batch_size: int, budget: int = 512 << 20) -> int:
-    """Clips decoded ahead: what fits in ``budget`` bytes, at least two batches and one, at most 64 or 3 batches."""
-    clip_bytes = 3 * spec.frames * spec.crop_size ** 2 * 4  # float32, centre-cropped
-    return max(2 * batch_size + 1, min(max(64, 3 * batch_size), budget // clip_bytes))
-
-
 # -- writing ---------------------------------------------------------------------------------------
 def write_npz(path: Path, features: np.ndarray, timestamps: np.ndarray, meta: dict) -> None:
     """Atomically write one video's result (``features``, ``timestamps`` and metadata arrays)."""
@@ -198,26 +125,16 @@ def _kept_note(job: VideoJob) -> str:
 
 
 class _Collector:
-    """Gathers the clip outputs of each video until its "done" marker, then checks and writes it."""
+    """The job's sink (:func:`~video3d_zoo.jobs.pipeline.run_clips`): writes each finished video, records failures."""
 
     def __init__(self, tasks: List[_Task], summary: ExtractionSummary, progress, strict: bool) -> None:
         self.tasks, self.summary, self.progress, self.strict = tasks, summary, progress, strict
-        self.parts: Dict[int, list] = {}
         self.write_s = 0.0
 
-    def add(self, index: int, vectors: torch.Tensor, spans: List[Tuple[float, float]]) -> None:
-        self.parts.setdefault(index, []).append((vectors.numpy(), spans))
-
-    def done(self, index: int, report: dict) -> None:
-        parts = self.parts.pop(index, [])
+    def done(self, index: int, features: np.ndarray, spans: np.ndarray, decode_report) -> None:
         task = self.tasks[index]
-        features = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 0), np.float32)
-        spans = np.asarray([s for p in parts for s in p[1]], dtype=np.float64).reshape(-1, 2)
+        report = decode_report.to_dict()
         notes = _decode_notes(report)
-        try:
-            check_finite(features, "features")
-        except NonFiniteError as exc:
-            return self.error(index, str(exc))
         if notes and self.strict:
             return self.error(index, "; ".join(notes) + " (refused by strict)")
         started = time.perf_counter()
@@ -232,7 +149,6 @@ class _Collector:
         self.progress.update(1)
 
     def error(self, index: int, reason: str) -> None:
-        self.parts.pop(index, None)
         job = self.tasks[index].job
         self.summary.failed[job.source] = reason + _kept_note(job)
         self.progress.write(f"failed {job.source}: {reason}", file=sys.stderr)
@@ -245,59 +161,6 @@ def _count(summary: ExtractionSummary, job: VideoJob, report: dict) -> None:
         summary.partial.append(job.source)
     if report.get("still_image"):
         summary.still_images.append(job.source)
-
-
-class _Batcher:
-    """Clips of several videos in one batch; a video is finished after the batch with its last clip."""
-
-    def __init__(self, model, layer: str, batch_size: int, collector: _Collector) -> None:
-        from .features import _model_device
-
-        self.model, self.layer, self.batch_size, self.collector = model, layer, batch_size, collector
-        self.device = _model_device(model)
-        self.pending: list = []
-        self.waiting: List[Tuple[int, dict]] = []  # decoded videos whose last clips are still pending
-        self.model_s, self.clips, self.warm_s = 0.0, 0, 0.0
-        self.before_batch = lambda: None
-
-    def clip(self, item: tuple) -> None:
-        if not self.clips and not self.pending:
-            self._warm_up(tuple(item[2].shape))
-        self.pending.append(item)
-        if len(self.pending) == self.batch_size:
-            self.flush()
-
-    def _warm_up(self, clip_shape: tuple) -> None:
-        # A compiled model loads (or builds) its library here, while the decoder works on the first batch.
-        entry = {"pooled": "forward_features", "logits": "forward"}.get(self.layer)
-        warm_up = getattr(self.model, "warm_up", None)
-        if entry is not None and warm_up is not None:
-            started = time.perf_counter()
-            if warm_up(entry, clip_shape):
-                self.warm_s = time.perf_counter() - started
-
-    def done(self, index: int, report: dict) -> None:
-        self.waiting.append((index, report))
-        if not any(p[1] == index for p in self.pending):
-            self.collector.done(*self.waiting.pop())
-
-    def error(self, index: int, reason: str) -> None:
-        self.pending[:] = [p for p in self.pending if p[1] != index]
-        self.collector.error(index, reason)
-
-    def flush(self) -> None:
-        if self.pending:
-            self.before_batch()
-            started = time.perf_counter()
-            batch = torch.stack([p[2] for p in self.pending]).to(self.device)
-            vectors = clip_outputs(self.model, batch, self.layer).cpu()
-            self.model_s += time.perf_counter() - started
-            self.clips += len(self.pending)
-            for (_, index, _, start, end), row in zip(self.pending, vectors):
-                self.collector.add(index, row[None], [(start, end)])
-            self.pending.clear()
-        while self.waiting:
-            self.collector.done(*self.waiting.pop(0))
 
 
 def _triage(jobs: List[VideoJob], run: dict, summary: ExtractionSummary, overwrite: bool,
@@ -350,7 +213,6 @@ def run_extraction(model, inputs: Sequence[os.PathLike], out_dir: os.PathLike, *
     """
     from tqdm.auto import tqdm
 
-    from .features import model_input_spec
     from ..io import ClipPreprocessor, ClipProtocol
 
     started_ns = time.time_ns()
@@ -365,32 +227,14 @@ def run_extraction(model, inputs: Sequence[os.PathLike], out_dir: os.PathLike, *
     run = run_record(model, model_id(model), layer, protocol, applied, prep.spec)
     tasks = _triage(jobs, run, summary, overwrite, strict)
     bar = tqdm(total=len(tasks), unit="video", disable=not progress, desc="extract")
-    batcher = _Batcher(model, layer, batch_size, _Collector(tasks, summary, bar, strict))
+    collector = _Collector(tasks, summary, bar, strict)
     overlap = _default_overlap(workers) if overlap is None else bool(overlap)
-    started = time.perf_counter()
-    stream, mode, share = _stream([t.job.source for t in tasks], prep.spec, protocol, workers, overlap, batch_size)
-    if share is not None:
-        batcher.before_batch = share.before_batch
     try:
-        with eval_mode(model):
-            for item in stream:
-                if item[0] == "clip":
-                    batcher.clip(item)
-                elif item[0] == "done":
-                    batcher.done(item[1], item[2])
-                else:
-                    batcher.error(item[1], item[2])
-            batcher.flush()
+        summary.timing = run_clips(model, [t.job.source for t in tasks], prep.spec, protocol, layer, batch_size,
+                                   collector, workers=workers, overlap=overlap)
     finally:
-        stream.close()
         bar.close()
-        if share is not None:
-            share.restore()
-    summary.timing = {"wall_s": time.perf_counter() - started, "model_s": batcher.model_s, "clips": batcher.clips,
-                      "waited_s": stream.waited_s, "write_s": batcher.collector.write_s, "decoding": mode,
-                      "decode_s": getattr(stream, "busy_s", stream.waited_s), "compile_s": batcher.warm_s}
-    if share is not None:
-        summary.timing.update(batches=share.batches, shared_batches=share.shared_batches)
+    summary.timing["write_s"] = collector.write_s
     return summary
 
 

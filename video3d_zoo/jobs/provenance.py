@@ -88,7 +88,7 @@ def weights_digest(model: torch.nn.Module) -> str:
     An :class:`~video3d_zoo.inference.prepare.InferenceModel` hashes its prepared network once and
     keeps the result (its private copy does not change after preparation).
     """
-    if hasattr(model, "options") and callable(getattr(model, "weights_digest", None)):
+    if callable(getattr(model, "weights_digest", None)):
         return model.weights_digest()
     digest = hashlib.sha256()
     for key, tensor in sorted(model.state_dict().items()):

@@ -20,6 +20,15 @@ from ..errors import CheckpointError
 
 StateDict = Mapping[str, torch.Tensor]
 
+# The checkpoint layouts, named once: the converters (:mod:`video3d_zoo.weights.convert`) read the
+# first three, the families say which of them they recognise, and the manifest's ``upstream.layout``
+# takes any of the four (``zoo``: a file already in the zoo's own layout, nothing to rename).
+KENSHOHARA2017 = "kenshohara2017"
+KENSHOHARA2020 = "kenshohara2020"
+TORCHVISION = "torchvision"
+ZOO = "zoo"
+LAYOUTS = (KENSHOHARA2017, KENSHOHARA2020, TORCHVISION, ZOO)
+
 
 @dataclass
 class LayoutReading:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from ..errors import CheckpointError, RegistryError, UnknownModelError
+from .layout import KENSHOHARA2017, KENSHOHARA2020
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ class FamilySpec:
     tiny_kwargs: Optional[Mapping[str, Any]] = None
     recognise: Optional[Callable[[Mapping[str, Any]], bool]] = None
     read_layout: Optional[Callable[[Mapping[str, Any]], Any]] = None
-    layouts: Tuple[str, ...] = ("kenshohara2017", "kenshohara2020")
+    layouts: Tuple[str, ...] = (KENSHOHARA2017, KENSHOHARA2020)
     arch_names: Tuple[str, ...] = ()
     module: str = ""
 

@@ -13,7 +13,7 @@ In the zoo layout an R3D-18 is indistinguishable from a 3D ResNet-18 with a 3 x 
 
 from __future__ import annotations
 
-from .layout import (LayoutReading, count_blocks, first_block_widths, has_conv, residual_block,
+from .layout import (TORCHVISION, LayoutReading, count_blocks, first_block_widths, has_conv, residual_block,
                       tensor_shape, widen_kwargs)
 from .registry import FamilySpec, register_family, register_model
 from .r2plus1d import STAGE_WIDTHS as R2PLUS1D_WIDTHS
@@ -68,4 +68,4 @@ def _read_torchvision(sd) -> LayoutReading:
 register_family(FamilySpec(
     name="torchvision_video", title="torchvision video ResNets", stem_conv=("conv1", "conv1_s"),
     classifier="fc", tiny_kwargs={"widen_factor": 0.125}, recognise=_is_torchvision_net,
-    read_layout=_read_torchvision, layouts=("torchvision",)))
+    read_layout=_read_torchvision, layouts=(TORCHVISION,)))

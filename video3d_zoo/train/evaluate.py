@@ -28,12 +28,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..devices import resolve_device
-from ..errors import ConfigError, DataError, EvalFailed  # noqa: F401  (EvalFailed re-exported: it lived here)
+from ..errors import ConfigError, DataError, EvalFailed
 from ..io.protocol import ClipProtocol
 from ..inference.precision import autocast, resolve_amp
 from .data import ClipSampling, DataIssues, EvalVideos, VideoList, collate_eval, worker_init
 from .distributed import DistInfo, all_gather_objects
-from .eval_report import save_confusion_png, write_eval_outputs  # noqa: F401 (re-exported)
+from .eval_report import write_eval_outputs
 from .eval_splits import SplitRequest, read_eval_split
 from ..wording import count
 

@@ -21,42 +21,97 @@ unless accepted (``accept_config_changes``; :data:`.config.RESUME_SAFE` lists th
 A non-finite loss, gradient or weight stops the run with :class:`~video3d_zoo.errors.TrainingDivergedError`
 before anything is saved (:mod:`.guard`): ``last.pt``, ``best.pt`` and an earlier export stay good.
 
-The :class:`Trainer` comes in three parts: :mod:`.trainer_setup` (run folder, data, model,
-optimizer), this module (the epochs and the resumable state) and :mod:`.trainer_finish`
-(validation, logs, the final evaluation and the export).
+The :class:`Trainer` is one class holding the run's state; what it builds once (run folder, data,
+model, optimiser from the model's parameter groups) are plain functions in :mod:`.trainer_setup`,
+and what it leaves behind (logs, the final evaluation, the export) plain functions in
+:mod:`.trainer_finish`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..inference.precision import autocast
-from .checkpoint import gather_rng, set_rng_state
+from ..inference.precision import autocast, resolve_amp
+from .checkpoint import CheckpointDir, gather_rng, set_rng_state
 from .config import TrainConfig, load_config
-from .data import TrainClips, collate_train, worker_init
-from .distributed import all_reduce_sum, cleanup
-# re-exported: these lived here before prepare.py / precision.py / trainer_finish.py
-from .prepare import freeze_before, resolve_amp, seed_everything, set_train_mode  # noqa: F401
-from .trainer_finish import CSV_FIELDS, TrainerFinish  # noqa: F401
-from .trainer_setup import TrainerSetup
+from .data import ClipSampling, DataIssues, ShardedBatchSampler, TrainClips, collate_train, worker_init
+from .distributed import (DistInfo, all_reduce_sum, barrier, broadcast_object, cleanup, init_distributed, unwrap,
+                          wrap_model)
+from .evaluate import EvalResult, predict_videos
+from .guard import DivergenceGuard
+from .prepare import seed_everything, set_train_mode
+from .schedule import LRSchedule
+from .trainer_finish import (done_line, export_run, final_metrics, is_better, open_tensorboard, report_epoch,
+                             run_summary)
+from .trainer_setup import (Echo, build_model, build_optimizer, describe_data, describe_model, group_weight_decay,
+                            prepare_run_folder, read_data, run_dir)
 
 # Fault injection for the resume tests: SIGKILL this process after that many optimizer steps.
 KILL_ENV = "VIDEO3D_ZOO_TEST_KILL_AFTER_STEP"
 
 
-class Trainer(TrainerSetup, TrainerFinish):
-    """One training run: :class:`.trainer_setup.TrainerSetup` builds it, this class runs the epochs
-    and keeps the resumable state, :class:`.trainer_finish.TrainerFinish` logs and exports."""
+class Trainer:
+    """One training run: :meth:`setup` builds it (run folder, data, model, optimiser), :meth:`run_training`
+    runs the epochs, keeps the resumable state and leaves the logs and the export behind."""
+
+    def __init__(self, config: TrainConfig, resume: bool = False, accept_config_changes: bool = False) -> None:
+        self.cfg = config
+        self.resume = resume
+        self.accept_config_changes = accept_config_changes
+        self.info = DistInfo()
+        self.echo = Echo(self.info)
+        self._resume_state: Optional[Dict[str, Any]] = None
+        self._loader = None
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        self.info = info = init_distributed(cfg.train.device)
+        self.echo = Echo(info)
+        self.device = info.device
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        seed_everything(cfg.train.seed, cfg.train.deterministic, self.device)
+        self.amp_dtype = resolve_amp(cfg.train.amp, self.device)
+        self.guard = DivergenceGuard(cfg, info, self.amp_dtype)
+        self.run = run_dir(cfg)
+        self.ckpt = CheckpointDir(self.run)
+        problem, self._resume_state = (prepare_run_folder(cfg, self.run, self.ckpt, self.resume,
+                                                          self.accept_config_changes, self.echo)
+                                       if info.is_main else (None, None))
+        problem = broadcast_object(problem, info)
+        if problem is not None:
+            raise problem
+        self.issues = DataIssues(cfg.data.on_error, echo=self.echo)
+        self._val_cache = {} if cfg.data.cache else None
+        self.train_videos, self.val_videos, self.labels = read_data(cfg, info, self.rank_issues(), self.echo)
+        self.echo(describe_data(self.train_videos, self.val_videos, self.issues))
+        built = build_model(cfg, self.labels, self.device, self.echo)
+        self.spec, self.sampling, self.eval_sampling, self.frozen = (built.spec, built.sampling,
+                                                                     built.eval_sampling, built.frozen)
+        self.net = wrap_model(built.model, info, sync_bn=cfg.model.sync_bn)
+        self.bare = unwrap(self.net)
+        self.optimizer = build_optimizer(self.bare, cfg)
+        self.sampler = ShardedBatchSampler(len(self.train_videos), cfg.train.batch_size, info.rank, info.world_size,
+                                           cfg.train.accumulate, cfg.train.seed)
+        self.schedule = LRSchedule(self.optimizer, cfg.schedule, cfg.train.epochs, self.sampler.steps_per_epoch)
+        use_scaler = self.amp_dtype == torch.float16
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler) if use_scaler else None
+        self.echo(describe_model(cfg, self.bare, built, info, self.amp_dtype))
+
+    def rank_issues(self) -> DataIssues:
+        """Where this process reports data problems: the run's report on rank 0, a silent one elsewhere."""
+        return self.issues if self.info.is_main else DataIssues(self.cfg.data.on_error, echo=lambda _t: None)
 
     # state -------------------------------------------------------------------------------------------
     def state(self, epoch: int, step: int) -> Dict[str, Any]:
@@ -87,8 +142,8 @@ class Trainer(TrainerSetup, TrainerFinish):
         self.optimizer.load_state_dict(state["optimizer"])
         o = self.cfg.optim  # the checkpoint's hyperparameters give way to the config's (equal unless changed)
         for group, base_lr in zip(self.optimizer.param_groups, self.schedule.base_lrs):
-            group.update(momentum=o.momentum, dampening=o.dampening, weight_decay=o.weight_decay,
-                         nesterov=o.nesterov, initial_lr=base_lr)
+            group.update(momentum=o.momentum, dampening=o.dampening, nesterov=o.nesterov, initial_lr=base_lr,
+                         weight_decay=group_weight_decay(group, o.weight_decay))
         self.schedule.load_state_dict(state["schedule"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -111,7 +166,8 @@ class Trainer(TrainerSetup, TrainerFinish):
     def run_training(self) -> Path:
         cfg = self.cfg
         start_epoch, start_step = self._start()
-        writer = self._tensorboard()
+        writer = (open_tensorboard(self.run, self.global_step, self.echo)
+                  if cfg.train.tensorboard and self.info.is_main else None)
         kill_after = int(os.environ.get(KILL_ENV, "0") or 0)
         stop = False
         for epoch in range(start_epoch, cfg.train.epochs):
@@ -241,7 +297,7 @@ class Trainer(TrainerSetup, TrainerFinish):
     def _train_loader(self):
         """One DataLoader for the whole run (persistent workers keep their decode caches); the
         batch sampler runs in this process, so ``set_epoch`` before each epoch takes effect."""
-        if getattr(self, "_loader", None) is None:
+        if self._loader is None:
             cfg = self.cfg
             workers = cfg.data.num_workers
             dataset = TrainClips(self.train_videos, self.sampling, seed=cfg.train.seed, cache=cfg.data.cache)
@@ -285,37 +341,47 @@ class Trainer(TrainerSetup, TrainerFinish):
         row["epoch_time_s"] = epoch_time
         row["elapsed_s"] = self.elapsed()
         self.history.append(row)
-        is_best = self._update_best(row, epoch)
+        is_best = is_better(self.best, cfg.train.best_metric, row.get(cfg.train.best_metric))
+        if is_best:
+            self.best.update(value=row[cfg.train.best_metric], epoch=epoch + 1)
         self.save(epoch + 1, 0, best=is_best)
         if self.info.is_main:
-            self._report_epoch(row, writer, validate, is_best)
+            self.echo(report_epoch(self.run, self.history, writer, cfg.train.epochs, validate, is_best))
         return row
 
-    def _update_best(self, row: Dict[str, Any], epoch: int) -> bool:
-        """Whether this epoch is the best so far by ``train.best_metric`` (recorded if so)."""
-        key = self.cfg.train.best_metric
-        value = row.get(key)
-        if value is None:
-            return False
-        best = self.best["value"]
-        if best is not None and not (value < best if key == "val_loss" else value > best):
-            return False
-        self.best.update(value=value, epoch=epoch + 1)
-        return True
+    # validation and the finish step ------------------------------------------------------------------
+    def _predict(self, sampling: ClipSampling, desc: str) -> EvalResult:
+        cfg = self.cfg
+        batch_size = cfg.train.val_batch_size or max(1, cfg.train.batch_size // cfg.train.accumulate)
+        return predict_videos(self.bare, self.val_videos, sampling, batch_size=batch_size,
+                              num_workers=cfg.data.num_workers, device=self.device, amp_dtype=self.amp_dtype,
+                              channels_last=cfg.model.channels_last_3d, info=self.info, issues=self.rank_issues(),
+                              progress=cfg.train.progress, desc=desc, cache=self._val_cache)
 
-    def _report_epoch(self, row: Dict[str, Any], writer, validate: bool, is_best: bool) -> None:
-        """Rank 0: ``log.csv``, TensorBoard scalars and the epoch's line."""
-        epoch = row["epoch"]
-        self._write_csv()
-        if writer is not None:
-            for k, v in row.items():
-                if k not in ("epoch", "step") and v is not None:
-                    writer.add_scalar(("val/" if k.startswith("val_") else "train/") + k, v, epoch)
-            writer.flush()
-        val = (f"; val loss {row['val_loss']:.4f}, clip top-1 {row['val_clip_top1']:.4f}, "
-               f"video top-1 {row['val_video_top1']:.4f}" if validate else "")
-        self.echo(f"epoch {epoch}/{self.cfg.train.epochs}: lr {row['lr']:.4g}, train loss {row['train_loss']:.4f}, "
-                  f"top-1 {row['train_top1']:.4f}{val} ({row['epoch_time_s']:.1f} s){' *' if is_best else ''}")
+    def _validate(self) -> Dict[str, Any]:
+        return self._predict(self.eval_sampling, "validate").metrics(self.labels)
+
+    def _finish(self) -> None:
+        """Load the exported weights (``output.export``), check them, evaluate every non-overlapping
+        clip of every validation video, export; rank 0 writes."""
+        cfg, info = self.cfg, self.info
+        export_dir = self.run / "export"
+        if cfg.output.export == "best" and self.ckpt.best.is_file():
+            weights = self.ckpt.load_best_weights() if info.is_main else None
+            self.bare.load_state_dict(broadcast_object(weights, info))
+        self.guard.require_finite(self.bare, f"export non-finite weights to {export_dir}",
+                                  keeps=f"{export_dir} was left as it was")  # collective
+        metrics = {}
+        if cfg.output.final_eval:
+            result = self._predict(dataclasses.replace(self.eval_sampling, val_clips=0), "final eval")
+            metrics = final_metrics(result, self.labels, self.issues, self.run, info.is_main)
+        if info.is_main:
+            summary = run_summary(metrics, cfg, self.val_videos, self.spec, self.history, self.global_step, self.best,
+                                  self.elapsed(), info.world_size, len(self.train_videos), self.issues)
+            export_run(self.bare, self.run, summary, self.issues, self.history, cfg.output.plot)
+            self.echo(done_line(metrics, self.elapsed(), self.issues, export_dir))
+        barrier(info)
+
 
 def train(config_path: Union[str, Path, TrainConfig, None] = None, overrides: Sequence[str] = (), *,
           resume: bool = False, accept_config_changes: bool = False) -> Path:

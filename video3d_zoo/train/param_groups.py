@@ -7,7 +7,8 @@ classifier, a final norm) is the last group.
 
 * :func:`group_parameters` - the groups, in forward order, as lists of parameter names.
 * :func:`param_groups_weight_decay` - two groups: decayed, and ``no_weight_decay()`` (0-/1-D
-  tensors: BatchNorm affine parameters, biases).
+  tensors: BatchNorm affine parameters, biases); the trainer's optimiser is built from them
+  (:func:`video3d_zoo.train.trainer_setup.build_optimizer`).
 * :func:`param_groups_layer_decay` - layer-wise learning-rate decay: the last group gets the
   full rate, each earlier group ``layer_decay`` times the next one's.
 
@@ -79,7 +80,8 @@ def param_groups_weight_decay(model: nn.Module, weight_decay: float = 1e-5,
     for name, param in model.named_parameters():
         if param.requires_grad:
             (no_decay if name in skip else decay).append(param)
-    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
+    return [{"params": no_decay, "weight_decay": 0.0, "group_name": "no_decay"},
+            {"params": decay, "weight_decay": weight_decay, "group_name": "decay"}]
 
 
 def param_groups_layer_decay(model: nn.Module, lr: Optional[float] = None, weight_decay: float = 0.05,

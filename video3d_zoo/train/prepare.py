@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from ..errors import TrainConfigError
-from ..inference.precision import resolve_amp  # noqa: F401  (re-exported: it lived here before precision.py)
 
 
 def seed_everything(seed: int, deterministic: bool, device: torch.device) -> None:

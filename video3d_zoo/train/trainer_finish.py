@@ -1,26 +1,22 @@
-"""What a training run reports and leaves behind: validation, logs, the final evaluation and the export.
+"""What a training run reports and leaves behind: logs, the final evaluation and the export.
 
-Validation metrics, ``log.csv`` and TensorBoard scalars every epoch; at the end the finish step:
-the final evaluation (``eval/``), the exported zoo folder with ``metrics.json``,
-``data_issues.json`` and the curves.
-
-:class:`TrainerFinish` is the last part of :class:`~video3d_zoo.train.loop.Trainer`; it uses
-what :class:`~video3d_zoo.train.trainer_setup.TrainerSetup` built and the loop's ``history``,
-``global_step`` and ``best``.
+Plain functions the :class:`~video3d_zoo.train.loop.Trainer` calls: ``log.csv`` and TensorBoard
+scalars every epoch; at the end the final evaluation (``eval/``), the exported zoo folder with
+``metrics.json``, ``data_issues.json`` and the curves.
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
-from typing import Any, Dict
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from torch import nn
 
 from ..fileio import write_json_atomic, write_text_atomic
-from .data import ClipSampling
-from .distributed import barrier, broadcast_object
+from .data import DataIssues
 from .eval_report import write_eval_outputs
-from .evaluate import EvalResult, predict_videos
 from ..wording import count
 
 CSV_FIELDS = ("epoch", "step", "lr", "train_loss", "train_top1", "val_loss", "val_clip_top1",
@@ -47,86 +43,85 @@ def log_csv_text(history) -> str:
     return buf.getvalue()
 
 
-class TrainerFinish:
-    """Validation, logs and the export of a run (see the module docstring)."""
+def open_tensorboard(run: Path, global_step: int, echo):
+    """A SummaryWriter in ``run/tensorboard``, or None (with a message) when tensorboard is missing."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        echo("TensorBoard scalars off: tensorboard is not installed (pip install tensorboard, or the "
+             "video3d-zoo[train] extra); log.csv has the same numbers")
+        return None
+    return SummaryWriter(str(run / "tensorboard"), purge_step=global_step or None)
 
-    def _predict(self, sampling: ClipSampling, desc: str) -> EvalResult:
-        cfg = self.cfg
-        batch_size = cfg.train.val_batch_size or max(1, cfg.train.batch_size // cfg.train.accumulate)
-        return predict_videos(self.bare, self.val_videos, sampling, batch_size=batch_size,
-                              num_workers=cfg.data.num_workers, device=self.device, amp_dtype=self.amp_dtype,
-                              channels_last=cfg.model.channels_last_3d, info=self.info, issues=self.rank_issues(),
-                              progress=cfg.train.progress, desc=desc, cache=self._val_cache)
 
-    def _validate(self) -> Dict[str, Any]:
-        return self._predict(self.eval_sampling, "validate").metrics(self.labels)
+def is_better(best: Dict[str, Any], key: str, value: Optional[float]) -> bool:
+    """Whether ``value`` of ``key`` beats the best so far (lower loss, higher accuracy)."""
+    if value is None:
+        return False
+    previous = best["value"]
+    return previous is None or (value < previous if key == "val_loss" else value > previous)
 
-    def _write_csv(self) -> None:
-        write_text_atomic(self.run / "log.csv", log_csv_text(self.history))
 
-    def _tensorboard(self):
-        if not (self.cfg.train.tensorboard and self.info.is_main):
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            self.echo("TensorBoard scalars off: tensorboard is not installed (pip install tensorboard, or the "
-                      "video3d-zoo[train] extra); log.csv has the same numbers")
-            return None
-        return SummaryWriter(str(self.run / "tensorboard"), purge_step=self.global_step or None)
+def report_epoch(run: Path, history: List[Dict[str, Any]], writer, epochs: int, validate: bool,
+                 is_best: bool) -> str:
+    """Rank 0: ``log.csv`` and TensorBoard scalars of the last epoch; returns the epoch's line."""
+    row = history[-1]
+    epoch = row["epoch"]
+    write_text_atomic(run / "log.csv", log_csv_text(history))
+    if writer is not None:
+        for k, v in row.items():
+            if k not in ("epoch", "step") and v is not None:
+                writer.add_scalar(("val/" if k.startswith("val_") else "train/") + k, v, epoch)
+        writer.flush()
+    val = (f"; val loss {row['val_loss']:.4f}, clip top-1 {row['val_clip_top1']:.4f}, "
+           f"video top-1 {row['val_video_top1']:.4f}" if validate else "")
+    return (f"epoch {epoch}/{epochs}: lr {row['lr']:.4g}, train loss {row['train_loss']:.4f}, "
+            f"top-1 {row['train_top1']:.4f}{val} ({row['epoch_time_s']:.1f} s){' *' if is_best else ''}")
 
-    # the finish step -------------------------------------------------------------------------------
-    def _finish(self) -> None:
-        """Load the exported weights (``output.export``), check them, evaluate, export; rank 0 writes."""
-        cfg, info = self.cfg, self.info
-        export_dir = self.run / "export"
-        if cfg.output.export == "best" and self.ckpt.best.is_file():
-            weights = self.ckpt.load_best_weights() if info.is_main else None
-            self.bare.load_state_dict(broadcast_object(weights, info))
-        self.guard.require_finite(self.bare, f"export non-finite weights to {export_dir}",
-                                  keeps=f"{export_dir} was left as it was")  # collective
-        metrics = self._final_eval() if cfg.output.final_eval else {}
-        if info.is_main:
-            self._export(metrics)
-        barrier(info)
 
-    def _final_eval(self) -> Dict[str, Any]:
-        """Every non-overlapping clip of every validation video; writes ``eval/`` (rank 0)."""
-        result = self._predict(dataclasses.replace(self.eval_sampling, val_clips=0), "final eval")
-        full = result.metrics(self.labels, with_confusion=True)
-        full["skipped"] = dict(self.issues.counts)
-        if self.info.is_main:
-            write_eval_outputs(full, self.run / "eval")
-        return {k: v for k, v in full.items() if k not in ("confusion", "labels")}
+def final_metrics(result, labels: List[str], issues: DataIssues, run: Path, is_main: bool) -> Dict[str, Any]:
+    """The final evaluation's metrics; rank 0 writes ``eval/`` (metrics.json, confusion.png)."""
+    full = result.metrics(labels, with_confusion=True)
+    full["skipped"] = dict(issues.counts)
+    if is_main:
+        write_eval_outputs(full, run / "eval")
+    return {k: v for k, v in full.items() if k not in ("confusion", "labels")}
 
-    def _export(self, metrics: Dict[str, Any]) -> None:
-        from ..weights.loading import save_pretrained
 
-        cfg = self.cfg
-        export_dir = self.run / "export"
-        save_pretrained(self.bare, export_dir, self.bare.config)
-        write_json_atomic(export_dir / "metrics.json", self._summary(metrics))
-        write_json_atomic(self.run / "data_issues.json", self.issues.to_dict())
-        if cfg.output.plot:
-            from .plots import plot_curves
+def export_run(model: nn.Module, run: Path, summary: Dict[str, Any], issues: DataIssues,
+               history: List[Dict[str, Any]], plot: bool) -> Path:
+    """Rank 0: the zoo folder ``run/export`` with ``metrics.json``, ``data_issues.json``, the curves."""
+    from ..weights.loading import save_pretrained
 
-            plot_curves(self.history, self.run / "curves.png", title=self.run.name)
-        msg = (f"done: video top-1 {metrics['video_top1']:.4f}, top-5 {metrics['video_top5']:.4f}, "
-               f"clip top-1 {metrics['clip_top1']:.4f} on {count(metrics['num_videos'], 'video')}; "
-               if metrics else "done: ")
-        self.echo(msg + f"{self.elapsed():.0f} s; {self.issues.summary()}; exported {export_dir}")
+    export_dir = run / "export"
+    save_pretrained(model, export_dir, model.config)
+    write_json_atomic(export_dir / "metrics.json", summary)
+    write_json_atomic(run / "data_issues.json", issues.to_dict())
+    if plot:
+        from .plots import plot_curves
 
-    def _summary(self, metrics: Dict[str, Any]) -> Dict[str, Any]:
-        """``export/metrics.json``."""
-        cfg = self.cfg
-        return {
-            "evaluated_on": f"{self.val_videos.name} ({count(len(self.val_videos), 'video')}, every non-overlapping "
-                            f"{self.spec.frames}-frame clip, centre crop {self.spec.crop_size})",
-            **{k: metrics[k] for k in _SUMMARY_METRICS if k in metrics},
-            "epochs": len(self.history), "global_steps": self.global_step,
-            "weights": cfg.output.export, "best": self.best,
-            "train_time_s": round(self.elapsed(), 1), "processes": self.info.world_size,
-            "train_videos": len(self.train_videos), "data_issues": dict(self.issues.counts),
-            "config": cfg.to_dict(),
-        }
+        plot_curves(history, run / "curves.png", title=run.name)
+    return export_dir
 
+
+def done_line(metrics: Dict[str, Any], elapsed_s: float, issues: DataIssues, export_dir: Path) -> str:
+    msg = (f"done: video top-1 {metrics['video_top1']:.4f}, top-5 {metrics['video_top5']:.4f}, "
+           f"clip top-1 {metrics['clip_top1']:.4f} on {count(metrics['num_videos'], 'video')}; "
+           if metrics else "done: ")
+    return msg + f"{elapsed_s:.0f} s; {issues.summary()}; exported {export_dir}"
+
+
+def run_summary(metrics: Dict[str, Any], cfg, val_videos, spec, history: List[Dict[str, Any]], global_step: int,
+                best: Dict[str, Any], elapsed_s: float, world_size: int, train_videos: int,
+                issues: DataIssues) -> Dict[str, Any]:
+    """``export/metrics.json``."""
+    return {
+        "evaluated_on": f"{val_videos.name} ({count(len(val_videos), 'video')}, every non-overlapping "
+                        f"{spec.frames}-frame clip, centre crop {spec.crop_size})",
+        **{k: metrics[k] for k in _SUMMARY_METRICS if k in metrics},
+        "epochs": len(history), "global_steps": global_step,
+        "weights": cfg.output.export, "best": best,
+        "train_time_s": round(elapsed_s, 1), "processes": world_size,
+        "train_videos": train_videos, "data_issues": dict(issues.counts),
+        "config": cfg.to_dict(),
+    }

@@ -1,6 +1,6 @@
 """The one glue step from a checkpoint (file, folder or loaded object) to a ready model.
 
-* :func:`~video3d_zoo.weights.checkpoint_files.read_checkpoint` (re-exported here) reads zoo folders,
+* :func:`~video3d_zoo.weights.checkpoint_files.read_checkpoint` reads zoo folders,
   ``.safetensors`` and pickled ``.pth`` files safely.
 * :func:`load_converted` builds the architecture *without* random initialisation (meta
   device, then the tensors are assigned) and loads strictly: any missing, unexpected or
@@ -18,12 +18,12 @@ from typing import Any, Mapping, Optional, Union
 import torch
 from torch import nn
 
-from .checkpoint_files import (CONFIG_NAME, WEIGHTS_NAME, PathLike, pickle_imports, read_checkpoint,  # noqa: F401
-                               read_pickle, read_safetensors)
+from .checkpoint_files import CONFIG_NAME, WEIGHTS_NAME, PathLike, read_checkpoint
 from ..models.config import CONFIG_METADATA_KEY, ModelConfig
+from ..models.layout import KENSHOHARA2020, ZOO
 from .convert import ConvertedCheckpoint, convert_checkpoint, to_zoo_layout
 from ..errors import CheckpointError, ConfigError, WeightsNotFoundError, WeightsUnavailableError
-from ..fileio import atomic_path  # noqa: F401  (also re-exported: weights.atomic_path is its old home)
+from ..fileio import atomic_path
 from ..layers import adapt_input_conv
 from ..models.registry import family_of, get_model_spec
 from .tensor_checks import check_finite, check_materialised_size, compact_state_dict
@@ -179,7 +179,7 @@ def convert_source(source: Union[PathLike, Mapping[str, Any]]) -> ConvertedCheck
         return convert_checkpoint(source)
     obj, config = read_checkpoint(source)
     if config is not None:
-        result = to_zoo_layout(obj, filename=Path(source).name, layout="kenshohara2020")  # the zoo's own
+        result = to_zoo_layout(obj, filename=Path(source).name, layout=KENSHOHARA2020)  # the zoo's own
         converted = ConvertedCheckpoint(result.state_dict, config, result.layout)
     else:
         converted = convert_checkpoint(obj, filename=Path(source).name)
@@ -251,11 +251,6 @@ def unavailable_message(entry, home: Optional[Path] = None, cli: bool = False) -
     return "\n".join(lines)
 
 
-def unpublished_message(entry) -> str:
-    """What to do when an entry's weights are not available (kept for callers of the old name)."""
-    return unavailable_message(entry, cli=False)
-
-
 def fetch_converted(name: str, pretrained: Any = True, manifest=None) -> ConvertedCheckpoint:
     """Find, verify (sha256) and read the weights ``pretrained`` selects for ``name``; the config is the
     manifest entry's.
@@ -290,7 +285,7 @@ def fetch_converted(name: str, pretrained: Any = True, manifest=None) -> Convert
     else:
         raise unavailable_error(entry)
     state_dict, _ = read_checkpoint(path)
-    return ConvertedCheckpoint(state_dict=state_dict, config=config, layout="zoo",
+    return ConvertedCheckpoint(state_dict=state_dict, config=config, layout=ZOO,
                                origin=f"{entry.name} ({path})", source_bytes=Path(path).stat().st_size,
                                metadata=entry.metadata())
 

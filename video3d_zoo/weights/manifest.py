@@ -1,7 +1,8 @@
 """The weights manifest: which pretrained weights exist, what they are, and where they live.
 
-``weights_manifest.json`` (repository root; the package ships an identical copy in
-``video3d_zoo/data/``) is the one source of truth.  This module turns it into frozen
+``weights_manifest.json`` at the repository root is the one source of truth; the package reaches
+it through ``video3d_zoo/data/weights_manifest.json``, a link that a wheel or sdist build turns
+into a copy of the file.  This module turns it into frozen
 objects, validates it (every error names the entry and the field), resolves what a user asks
 for (``pretrained=True``, a tag, an alias word) to one :class:`WeightsEntry`, and fetches the
 converted checkpoint through :mod:`video3d_zoo.weights.hub`.
@@ -29,16 +30,16 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 from ..models.config import loads_finite
 from ..errors import ManifestError
 from .manifest_parse import parse_manifest
-from .manifest_schema import (LAYOUTS, LEVELS, METRICS, SCHEMA_VERSION, Accuracy, Dataset, EmbeddedFile,
-                              HubLocation, Manifest, Upstream, WeightsEntry, dumps)
+from .manifest_schema import (SCHEMA_VERSION, Accuracy, Dataset, EmbeddedFile, HubLocation, Manifest, Upstream,
+                              WeightsEntry, dumps)
 
 MANIFEST_ENV = "VIDEO3D_ZOO_MANIFEST"
 MANIFEST_NAME = "weights_manifest.json"
 PACKAGED_MANIFEST_LABEL = "the weights manifest shipped with video3d_zoo"
 
-__all__ = ["Accuracy", "Dataset", "EmbeddedFile", "HubLocation", "LAYOUTS", "LEVELS", "MANIFEST_ENV",
-           "MANIFEST_NAME", "METRICS", "Manifest", "SCHEMA_VERSION", "Upstream", "WeightsEntry", "dumps",
-           "list_pretrained", "load_manifest", "manifest_path", "packaged_manifest_path", "parse_manifest"]
+__all__ = ["Accuracy", "Dataset", "EmbeddedFile", "HubLocation", "MANIFEST_ENV", "MANIFEST_NAME", "Manifest",
+           "SCHEMA_VERSION", "Upstream", "WeightsEntry", "dumps", "list_pretrained", "load_manifest", "manifest_path",
+           "packaged_manifest_path", "parse_manifest"]
 
 
 # -- loading ---------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from typing import Any, Dict, Optional, Union
 from ..models.config import ModelConfig
 from ..errors import CheckpointError, ConfigError, IntegrityError, ManifestError
 from ..fileio import write_text_atomic
-from .loading import CONFIG_NAME, WEIGHTS_NAME, read_safetensors
+from .checkpoint_files import CONFIG_NAME, WEIGHTS_NAME, read_safetensors
 from ..wording import count
 
 PathLike = Union[str, os.PathLike]

@@ -18,6 +18,7 @@ from typing import Any, Dict, Mapping, Optional
 import torch
 
 from ...models.config import ModelConfig, input_preset
+from ...models.layout import KENSHOHARA2017, KENSHOHARA2020, TORCHVISION
 from ...errors import CheckpointError
 from . import kenshohara2017, kenshohara2020, torchvision_video
 from .common import LayoutResult, StateDict, tensors_only
@@ -46,18 +47,18 @@ def detect_layout(obj: Any) -> str:
     """Name of the layout of a loaded checkpoint object (wrapper dict or bare state dict)."""
     sd, wrapper = _split_wrapper(obj)
     if torchvision_video.is_torchvision_layout(sd):
-        return "torchvision"
+        return TORCHVISION
     prefixed = all(k.startswith("module.") for k in sd)
     has_counters = any(k.endswith("num_batches_tracked") for k in sd)
     if wrapper is not None and "scheduler" in wrapper:
-        return "kenshohara2020"
+        return KENSHOHARA2020
     if prefixed and not has_counters:
-        return "kenshohara2017"
+        return KENSHOHARA2017
     if "features.conv0.weight" in sd or "module.features.conv0.weight" in sd:
-        return "kenshohara2017"
+        return KENSHOHARA2017
     if wrapper is not None and prefixed:
-        return "kenshohara2017"
-    return "kenshohara2020"
+        return KENSHOHARA2017
+    return KENSHOHARA2020
 
 
 def _split_wrapper(obj: Any):
@@ -71,9 +72,9 @@ def _split_wrapper(obj: Any):
 
 
 _CONVERTERS = {
-    "kenshohara2017": kenshohara2017.convert,
-    "kenshohara2020": kenshohara2020.convert,
-    "torchvision": torchvision_video.convert,
+    KENSHOHARA2017: kenshohara2017.convert,
+    KENSHOHARA2020: kenshohara2020.convert,
+    TORCHVISION: torchvision_video.convert,
 }
 
 

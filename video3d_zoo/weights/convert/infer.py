@@ -17,7 +17,7 @@ import torch
 
 from ... import models as _models  # noqa: F401  (registers every family)
 from ...errors import CheckpointError
-from ...models.layout import LayoutReading, tensor_shape
+from ...models.layout import KENSHOHARA2020, LayoutReading, tensor_shape
 from ...models.registry import MODELS, FamilySpec, list_families, match_family
 
 StateDict = Mapping[str, torch.Tensor]
@@ -33,7 +33,7 @@ class InferredArch:
     depth: int = 0
 
 
-def infer_architecture(sd: StateDict, layout: str = "kenshohara2020",
+def infer_architecture(sd: StateDict, layout: str = KENSHOHARA2020,
                        arch_hint: Optional[str] = None) -> InferredArch:
     """Registered model name, its arguments, classes and input channels for a zoo-layout dict
     that was converted from ``layout`` (the zoo's own layout is ``kenshohara2020``)."""

@@ -13,6 +13,7 @@ import re
 from collections import OrderedDict
 from typing import Optional
 
+from ...models.layout import KENSHOHARA2017
 from .common import LayoutResult, StateDict, add_missing_batch_counters, strip_prefix
 
 _DENSE_RENAMES = (
@@ -38,5 +39,5 @@ def convert(sd: StateDict, arch: Optional[str] = None, filename: Optional[str] =
     hints = {}
     if filename and "64f" in filename:
         hints["frames"] = 64
-    return LayoutResult(add_missing_batch_counters(sd), layout="kenshohara2017",
+    return LayoutResult(add_missing_batch_counters(sd), layout=KENSHOHARA2017,
                         input_preset="kenshohara2017", arch_hint=arch, hints=hints)

@@ -12,6 +12,7 @@ import re
 from collections import OrderedDict
 from typing import Optional
 
+from ...models.layout import TORCHVISION
 from .common import LayoutResult, StateDict
 
 _R3D_RENAMES = (
@@ -45,4 +46,4 @@ def convert(sd: StateDict, arch: Optional[str] = None, filename: Optional[str] =
         for pattern, repl in renames:
             key = pattern.sub(repl, key)
         out[key] = value
-    return LayoutResult(out, layout="torchvision", input_preset="torchvision")
+    return LayoutResult(out, layout=TORCHVISION, input_preset="torchvision")
