@@ -26,7 +26,7 @@ from ..errors import CheckpointError, ConfigError, WeightsNotFoundError, Weights
 from ..fileio import atomic_path  # noqa: F401  (also re-exported: weights.atomic_path is its old home)
 from ..layers import adapt_input_conv
 from ..models.registry import family_of, get_model_spec
-from .tensor_checks import check_finite, check_materialised_size, compact_state_dict
+from .tensor_checks import check_finite, check_materialised_size, compact_state_dict, match_dtypes
 
 
 # -- building ------------------------------------------------------------------------------------
@@ -79,7 +79,7 @@ def load_converted(converted: ConvertedCheckpoint, num_classes: Optional[int] = 
     check_materialised_size(sd, converted.source_bytes, what)
     model = build_empty(config)
     check_state_dict(model, sd, what)
-    sd = compact_state_dict(sd)  # views and expanded tensors become real, owned tensors
+    sd = compact_state_dict(match_dtypes(model.state_dict(), sd, what))  # views and expanded tensors become real, owned tensors
     if not allow_nonfinite:
         check_finite(sd, what)
     model.load_state_dict(sd, strict=True, assign=True)
