@@ -183,6 +183,18 @@ def _code(layout):
     return make
 
 
+class ThroughTorch:
+    """A global under ``torch.`` that torch's weights-only unpickler still refuses."""
+
+    def __reduce__(self):
+        return (torch.hub.load, ("someone/repo", "model"))
+
+
+def _code_through_torch(tmp, tiny, marker):
+    torch.save({"state_dict": tiny_sd(tiny), "extra": ThroughTorch()}, tmp / "hub_call.pth")
+    return tmp / "hub_call.pth"
+
+
 def _weight(key, dtype):
     def make(tmp, tiny, marker):
         sd = tiny_sd(tiny)
@@ -220,6 +232,9 @@ BAD = [
     *[Bad(f"runs_code_{layout}", UnsafeCheckpointError,
           ("this file runs code when unpickled (imports io.open): refused",), _code(layout))
       for layout in ("legacy", "zip", "pickle")],
+    Bad("runs_code_through_torch", UnsafeCheckpointError,
+        ("refused - unpickling it needs torch.hub.load, which torch.load(weights_only=True) does not allow",),
+        _code_through_torch, before_load=False),
     Bad("complex64_weight", CheckpointError, ("fc.weight is complex64 (expected floating point",),
         _weight("fc.weight", torch.complex64), before_load=False),
     Bad("int64_weight", CheckpointError, ("conv1.weight is int64 (expected floating point",),
