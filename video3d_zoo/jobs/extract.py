@@ -19,8 +19,9 @@
   is then false.  Its output from an earlier run is moved aside (``NAME.npz.stale``), so no
   stale result sits beside fresh ones.  Files of a folder input that are not videos by
   extension are named in the summary.  A full disk ends the run with one
-  :class:`~video3d_zoo.errors.DiskFullError` (the partial file removed).  Partial decodes and still images are marked in the file
-  (``decode_report``) and counted; with ``strict=True`` they are failures too.
+  :class:`~video3d_zoo.errors.DiskFullError` (the partial file removed).  Partial decodes and
+  still images are marked in the file (``decode_report``) and counted; with ``strict=True``
+  they are failures too.
 * Clips of several videos share a batch.  Decoding overlaps inference: in a background thread
   by default (``overlap``, on machines with 2 or more cores), or in DataLoader worker processes
   with ``workers > 0``.  :attr:`ExtractionSummary.timing` says where the time went.
