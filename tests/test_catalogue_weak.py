@@ -211,6 +211,15 @@ def _missing(tmp, tiny, marker):
     return tmp / "missing.pth"
 
 
+def _legacy_cut(at):
+    def make(tmp, tiny, marker):
+        path = tmp / "cut.pth"
+        torch.save(tiny_sd(tiny), path, _use_new_zipfile_serialization=False)
+        path.write_bytes(path.read_bytes()[:at(path.stat().st_size)])
+        return path
+    return make
+
+
 def _zip_bomb(tmp, tiny, marker):
     path = tmp / "bomb.pth"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -249,6 +258,10 @@ BAD = [
     Bad("zip_declares_more_than_its_record", CheckpointError,
         ("refused before reading", "storage 0 declares 1.0 GiB, its record holds 16 bytes"),
         lambda tmp, *_: zip_file(tmp / "short.pth", (1 << 30) // 4)),
+    Bad("legacy_cut_in_its_pickle", CheckpointError, ("truncated or corrupt", "pickle breaks off"),
+        _legacy_cut(lambda size: 300)),
+    Bad("legacy_cut_in_its_tensors", CheckpointError, ("refused before reading", "truncated, or a forged size"),
+        _legacy_cut(lambda size: size // 2)),
     Bad("zip_bomb", CheckpointError, ("refused before unpacking", "a zip bomb?"), _zip_bomb),
     Bad("config_nested_100000_deep", ConfigError, ("config.json", "nested more than 32 levels deep"), _deep_config),
 ]

@@ -86,7 +86,7 @@ def scan_checkpoint(path: Path, max_unpacked: int) -> Optional[PickleScan]:
     """The scan of a ``torch.save`` file; ``None`` for the (pre-2017) tar layout, left to torch.
 
     Raises :class:`NotAPickle` when the file is neither a zip archive nor a pickle stream,
-    ``zipfile.BadZipFile`` / ``NotAPickle`` for a damaged one, and :class:`ZipBomb` when a zip
+    ``zipfile.BadZipFile`` / ``EOFError`` for a damaged one, and :class:`ZipBomb` when a zip
     archive's members would unpack to more than ``max_unpacked`` bytes (nothing is unpacked).
     """
     with open(path, "rb") as fh:
@@ -113,7 +113,7 @@ def _scan_zip(path: Path, max_unpacked: int) -> PickleScan:
         scan.records = {i.filename[len(prefix) + len("data/"):]: i.file_size for i in infos
                         if i.filename.startswith(prefix + "data/")}
         with zf.open(pickles[0]) as fh:
-            _walk(_Bounded(fh, pickles[0].file_size), scan, storage_fields=5)
+            _damaged_after_header(_walk, _Bounded(fh, pickles[0].file_size), scan, 5)
     return scan
 
 
@@ -127,9 +127,17 @@ def _scan_legacy(fh: _Bounded) -> PickleScan:
         scan.layout = "pickle"
         return scan
     for storage_fields in (None, None, 6, None):  # protocol, system info, the object, storage keys
-        _walk(fh, scan, storage_fields)
+        _damaged_after_header(_walk, fh, scan, storage_fields)
     scan.payload_bytes = fh.size - fh.tell()
     return scan
+
+
+def _damaged_after_header(walk, *args) -> Any:
+    """A pickle that breaks off inside a file that began as torch.save writes: damaged, not foreign."""
+    try:
+        return walk(*args)
+    except NotAPickle as exc:
+        raise EOFError(f"a torch.save file whose pickle breaks off or is damaged {exc}") from None
 
 
 def _walk(fh: BinaryIO, scan: PickleScan, storage_fields: Optional[int]) -> Any:
