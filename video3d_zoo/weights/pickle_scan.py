@@ -113,7 +113,7 @@ def _scan_zip(path: Path, max_unpacked: int) -> PickleScan:
         scan.records = {i.filename[len(prefix) + len("data/"):]: i.file_size for i in infos
                         if i.filename.startswith(prefix + "data/")}
         with zf.open(pickles[0]) as fh:
-            _damaged_after_header(_walk, _Bounded(fh, pickles[0].file_size), scan, 5)
+            _walk_after_header(_Bounded(fh, pickles[0].file_size), scan, 5)
     return scan
 
 
@@ -127,15 +127,16 @@ def _scan_legacy(fh: _Bounded) -> PickleScan:
         scan.layout = "pickle"
         return scan
     for storage_fields in (None, None, 6, None):  # protocol, system info, the object, storage keys
-        _damaged_after_header(_walk, fh, scan, storage_fields)
+        _walk_after_header(fh, scan, storage_fields)
     scan.payload_bytes = fh.size - fh.tell()
     return scan
 
 
-def _damaged_after_header(walk, *args) -> Any:
-    """A pickle that breaks off inside a file that began as torch.save writes: damaged, not foreign."""
+def _walk_after_header(fh: BinaryIO, scan: PickleScan, storage_fields: Optional[int]) -> Any:
+    """:func:`_walk` in a file that began as torch.save writes: a pickle breaking off is damage, not
+    a foreign file."""
     try:
-        return walk(*args)
+        return _walk(fh, scan, storage_fields)
     except NotAPickle as exc:
         raise EOFError(f"a torch.save file whose pickle breaks off or is damaged {exc}") from None
 
