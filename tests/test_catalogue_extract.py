@@ -233,11 +233,12 @@ def test_partial_and_still_inputs_are_marked_or_refused(weights, originals, vide
         report = json.loads(record(target)["decode_report"])
         assert (report["partial"] is not None) == (note == "partial decode")
         assert report["still_image"] == (note == "still image")
-        # A later strict run refuses the matching file too, and leaves it as it is.
+        # A later strict run refuses the matching file too, and moves it aside, unchanged.
         before = snapshot(out)
         code, text, _ = extract(capsys, weights["a"], videos, out, "--strict")
-        assert code == 1 and note in text and "strict" in text and "left as it is" in text
-        assert snapshot(out) == before
+        assert code == 1 and note in text and "strict" in text and "moved aside" in text
+        after = snapshot(out)
+        assert after.pop(f"{name}.npz.stale") == before.pop(f"{name}.npz") and after == before
         return
     assert code == 1 and "1 failed" in text and f"FAILED {(videos / name).resolve()}" in text
     assert note in text and "strict" in text and not target.exists()
@@ -272,10 +273,10 @@ def test_nan_features_are_never_written(weights, videos, tmp_path, capsys, monke
     code, text, _ = extract(capsys, weights["a"], videos, out, "--layer", "logits", "--batch-size", "1")
     assert code == 1 and "1 failed" in text and "NaN/inf" in text
     failed = (videos / "a" / "clip.avi").resolve()  # first in sorted order: its first clip was poisoned
-    assert f"FAILED {failed}" in text and "left as it is" in text
+    assert f"FAILED {failed}" in text and "moved aside" in text
     after = snapshot(out)
-    assert after["a/clip.avi.npz"] == before["a/clip.avi.npz"], "the earlier file is kept, untouched"
-    assert record(out / "a" / "clip.avi.npz")["layer"] == "pooled", "and it says what made it"
+    assert "a/clip.avi.npz" not in after, "no stale result beside the fresh ones"
+    assert after["a/clip.avi.npz.stale"] == before["a/clip.avi.npz"], "the earlier file is kept aside, untouched"
     assert record(out / "a" / "clip.mp4.npz")["layer"] == "logits"
     assert np.isfinite(np.load(out / "a" / "clip.mp4.npz")["features"]).all()
 

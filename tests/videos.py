@@ -24,6 +24,7 @@ FORMATS = {
     "mkv": ("mkv", "matroska", "libx264"),
     "vp8": ("webm", "webm", "libvpx"),
     "vp9": ("webm", "webm", "libvpx-vp9"),
+    "ts": ("ts", "mpegts", "libx264"),  # MPEG transport stream, as cameras and broadcast write
 }
 _CODEC_OPTIONS = {
     "libx264": {"preset": "ultrafast", "crf": "12"},

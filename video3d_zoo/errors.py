@@ -70,6 +70,14 @@ class IntegrityError(Video3DZooError, OSError):
     """A downloaded or cached file whose size or sha256 differs from the manifest."""
 
 
+class DiskFullError(Video3DZooError, OSError):
+    """An output could not be written for lack of space (or quota); the partial file was removed.
+    ``errno`` and ``filename`` are the failed write's; ``str()`` is the message alone."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class VideoDecodeError(Video3DZooError, ValueError):
     """A video file that is missing, empty, corrupt or holds no video stream."""
 

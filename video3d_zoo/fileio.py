@@ -2,16 +2,22 @@
 
 :class:`atomic_path` yields a temporary path next to the target and renames it into place when
 the ``with`` block succeeds (and removes it when it fails); :func:`write_text_atomic` and
-:func:`write_json_atomic` are the one-line forms for text and JSON files.
+:func:`write_json_atomic` are the one-line forms for text and JSON files.  A full disk (or
+quota) while writing is a :class:`~video3d_zoo.errors.DiskFullError` naming the file.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Union
+
+from .errors import DiskFullError
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 PathLike = Union[str, os.PathLike]
 
@@ -28,8 +34,12 @@ class atomic_path:
         self.target, self.private = Path(target), private
 
     def __enter__(self) -> Path:
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{self.target.name}.", suffix=".tmp", dir=self.target.parent)
+        try:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=f".{self.target.name}.", suffix=".tmp", dir=self.target.parent)
+        except OSError as exc:
+            raise_if_disk_full(exc, self.target)
+            raise
         os.close(fd)
         self.tmp = Path(name)
         return self.tmp
@@ -43,6 +53,17 @@ class atomic_path:
             os.replace(self.tmp, self.target)
         else:
             self.tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise_if_disk_full(exc, self.target)
+
+
+def raise_if_disk_full(exc: OSError, target: PathLike) -> None:
+    """Turn a no-space (or over-quota) error while writing ``target`` into a one-line :class:`DiskFullError`."""
+    if isinstance(exc, OSError) and not isinstance(exc, DiskFullError) and exc.errno in _NO_SPACE:
+        error = DiskFullError(f"disk full while writing {target} ({exc.strerror or exc}); the partial file was "
+                              "removed")
+        error.errno, error.filename = exc.errno, str(target)
+        raise error from exc
 
 
 def write_text_atomic(path: PathLike, text: str) -> Path:

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from .clips import (LAST_POLICIES, ClipIndices, clip_starts, loop_pad, resample_nearest,
                     sample_clips, temporal_center_crop, temporal_even_crop, temporal_random_crop)
-from .decode import FrameStream, apply_rotation, iter_frames, probe_video, read_frames
-from .decoded import DecodedFrame, DecodedVideo, DecodeReport, VideoInfo
+from .decode import (VIDEO_EXTENSIONS, DecodedFrame, DecodedVideo, DecodeReport, FrameStream, VideoInfo,
+                     apply_rotation, iter_frames, probe_video, read_frames)
 from .protocol import ClipProtocol, ClipStream, VideoClip, iter_video_clips, video_clips
 from .transforms import (CORNER_POSITIONS, CROP_POSITIONS, MULTISCALE_SCALES, ClipPreprocessor, center_crop,
                          crop_at, hflip, multiscale_corner_crop, normalize_clip, preprocess_clip,
@@ -26,7 +26,7 @@ from .transforms import (CORNER_POSITIONS, CROP_POSITIONS, MULTISCALE_SCALES, Cl
 __all__ = [
     "ClipProtocol", "ClipStream", "VideoClip", "iter_video_clips", "video_clips",
     "VideoInfo", "DecodedVideo", "DecodedFrame", "DecodeReport", "FrameStream", "probe_video", "read_frames",
-    "iter_frames", "apply_rotation", "resized_shape",
+    "iter_frames", "apply_rotation", "resized_shape", "VIDEO_EXTENSIONS",
     "LAST_POLICIES", "ClipIndices", "clip_starts", "sample_clips", "loop_pad", "resample_nearest",
     "temporal_random_crop", "temporal_center_crop", "temporal_even_crop",
     "MULTISCALE_SCALES", "CORNER_POSITIONS", "CROP_POSITIONS", "ClipPreprocessor", "preprocess_clip",

@@ -16,6 +16,7 @@ Conventions:
 * A truncated or partly corrupt file yields the frames that decode, with a
   :class:`RuntimeWarning`; a file from which no frame decodes raises
   :class:`~video3d_zoo.errors.VideoDecodeError`, as does a missing, empty or non-video file.
+* :data:`VIDEO_EXTENSIONS` is the package's one list of what a folder search takes for a video.
 """
 
 from __future__ import annotations
@@ -49,6 +50,12 @@ _IMAGE_FORMATS = frozenset({"image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp
 # Preallocation cap for read_frames: memory grows with the frames really decoded, never with
 # what a (possibly forged) header announces.
 _MAX_PREALLOCATED_FRAMES = 256
+
+#: File name endings taken for videos when a folder is searched (extract, classify, training lists),
+#: in order of preference when several files share a stem.  Containers FFmpeg reads: MPEG-TS
+#: (.ts, .mts, .m2ts) from cameras and broadcast, DVD .vob, MXF, ASF/WMV, Ogg and more.
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".ogv", ".wmv",
+                    ".3gp", ".3g2", ".ts", ".mts", ".m2ts", ".vob", ".mxf", ".asf", ".f4v", ".divx", ".dv")
 
 
 def apply_rotation(image: np.ndarray, rotation: int) -> np.ndarray:

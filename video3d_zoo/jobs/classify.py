@@ -3,7 +3,8 @@
 Inputs are read as by `extract` (video files, folders searched recursively, text files listing
 paths).  One video behaves as it always has: any error ends the command (exit status 2).  With
 several, a video that fails is reported on stderr with its reason, the others are still
-classified, and the exit status is 1.
+classified, and the exit status is 1; files of a folder input that are not videos by extension are
+named on stderr.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Sequence
 
 from ..errors import Video3DZooError
-from .extract_plan import LIST_EXTENSIONS, collect_videos
+from .extract_plan import LIST_EXTENSIONS, collect_videos, ignored_line
 from ..wording import count
 
 
@@ -48,9 +49,13 @@ def run_classify(inputs: Sequence[str], classify: Callable[[Path], Any], as_json
     """Classify every video of ``inputs`` with ``classify(path) -> VideoPrediction``; the exit status."""
     first = Path(inputs[0])
     single = len(inputs) == 1 and not first.is_dir() and first.suffix.lower() not in LIST_EXTENSIONS
-    videos = [Path(inputs[0])] if single else [path for path, _rel in collect_videos(inputs)]
+    ignored: List[Path] = []
+    videos = [Path(inputs[0])] if single else [path for path, _rel in collect_videos(inputs, ignored)]
+    if ignored:
+        print(ignored_line(ignored), file=sys.stderr)
     if not videos:
-        raise Video3DZooError(f"no videos found in {', '.join(inputs)}")
+        raise Video3DZooError(f"no videos found in {', '.join(inputs)}" + (f" ({ignored_line(ignored)})"
+                                                                          if ignored else ""))
     rows, failed = [], 0
     for video in videos:
         try:

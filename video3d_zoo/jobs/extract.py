@@ -16,8 +16,12 @@
   interrupted run are removed by the next one.
 * A video that cannot be decoded, or whose features hold NaN/inf, is reported with its path
   and reason, no file is written for it, and the job goes on; :attr:`ExtractionSummary.ok`
-  is then false.  Partial decodes and still images are marked in the file
-  (``decode_report``) and counted; with ``strict=True`` they are failures too.
+  is then false.  Its output from an earlier run is moved aside (``NAME.npz.stale``), so no
+  stale result sits beside fresh ones.  Files of a folder input that are not videos by
+  extension are named in the summary.  A full disk ends the run with one
+  :class:`~video3d_zoo.errors.DiskFullError` (the partial file removed).  Partial decodes and
+  still images are marked in the file (``decode_report``) and counted; with ``strict=True``
+  they are failures too.
 * Clips of several videos share a batch.  Decoding overlaps inference: in a background thread
   by default (``overlap``, on machines with 2 or more cores), or in DataLoader worker processes
   with ``workers > 0``.  :attr:`ExtractionSummary.timing` says where the time went.
@@ -36,8 +40,9 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..models.config import InputSpec
-from ..errors import ConfigError
-from .extract_plan import VideoJob, check_writable, plan_jobs, remove_stale_temporaries
+from ..errors import ConfigError, DiskFullError
+from .extract_plan import (STALE_SUFFIX, VideoJob, check_writable, ignored_line, plan_jobs,
+                           remove_stale_temporaries)
 from .pipeline import check_layer, model_id, model_input_spec, positive_int, run_clips
 from .provenance import (compare_record, dumps, run_record, source_identity, stored_report, video_info,
                          video_record)
@@ -56,6 +61,10 @@ class ExtractionSummary:
     still_images: List[Path] = field(default_factory=list)
     cleaned: List[Path] = field(default_factory=list)
     outputs: Dict[Path, Path] = field(default_factory=dict)
+    #: failed video -> where its earlier output was moved (``NAME.npz.stale``)
+    moved_aside: Dict[Path, Path] = field(default_factory=dict)
+    #: files under folder inputs that were not taken for videos (by extension)
+    ignored: List[Path] = field(default_factory=list)
     #: seconds and counts of the run (see :meth:`describe_timing`)
     timing: Dict[str, float] = field(default_factory=dict)
 
@@ -76,6 +85,11 @@ class ExtractionSummary:
             lines.append("recomputed because: " + "; ".join(reasons[:5]) + (" ..." if len(reasons) > 5 else ""))
         if self.cleaned:
             lines.append(f"removed {count(len(self.cleaned), 'leftover temporary file')} of an interrupted run")
+        if self.moved_aside:
+            lines.append(f"moved {count(len(self.moved_aside), 'earlier output')} of failed videos aside "
+                         "(.npz.stale), so none is left beside this run's files")
+        if self.ignored:
+            lines.append(ignored_line(self.ignored))
         lines += [f"  FAILED {path}: {reason}" for path, reason in self.failed.items()]
         return "\n".join(lines)
 
@@ -118,10 +132,19 @@ def _decode_notes(report: dict) -> List[str]:
     return notes + (["still image: a single picture, not a video"] if report.get("still_image") else [])
 
 
-def _kept_note(job: VideoJob) -> str:
-    if job.output.exists():
-        return f" (the existing {job.output} was left as it is; it does not come from this run)"
-    return ""
+def _fail(summary: ExtractionSummary, job: VideoJob, reason: str) -> None:
+    """Record a failed video and move its earlier output aside: it does not come from this run."""
+    note = ""
+    if job.output.is_file():
+        aside = job.output.with_name(job.output.name + STALE_SUFFIX)
+        try:
+            os.replace(job.output, aside)
+        except OSError as exc:
+            note = f" (its earlier output {job.output} could not be moved aside: {exc.strerror or exc})"
+        else:
+            summary.moved_aside[job.source] = aside
+            note = f" (its earlier output was moved aside to {aside})"
+    summary.failed[job.source] = reason + note
 
 
 class _Collector:
@@ -140,7 +163,11 @@ class _Collector:
         started = time.perf_counter()
         meta = {**task.meta, "decode_report": json.dumps(report),
                 "video_info": dumps(video_info(task.job.source, report))}
-        write_npz(task.job.output, features, spans, meta)
+        try:
+            write_npz(task.job.output, features, spans, meta)
+        except DiskFullError as exc:
+            raise DiskFullError(f"{exc}; {count(len(self.summary.processed), 'earlier video')} of this run "
+                                "were written completely (a rerun skips them)") from exc
         self.write_s += time.perf_counter() - started
         _count(self.summary, task.job, report)
         self.summary.processed.append(task.job.source)
@@ -150,7 +177,7 @@ class _Collector:
 
     def error(self, index: int, reason: str) -> None:
         job = self.tasks[index].job
-        self.summary.failed[job.source] = reason + _kept_note(job)
+        _fail(self.summary, job, reason)
         self.progress.write(f"failed {job.source}: {reason}", file=sys.stderr)
         self.progress.update(1)
 
@@ -171,7 +198,7 @@ def _triage(jobs: List[VideoJob], run: dict, summary: ExtractionSummary, overwri
         try:
             meta = video_record(run, source_identity(job.source))
         except OSError as exc:
-            summary.failed[job.source] = f"{job.source}: cannot be read ({exc.strerror or exc})" + _kept_note(job)
+            _fail(summary, job, f"{job.source}: cannot be read ({exc.strerror or exc})")
             continue
         if not job.output.exists():
             tasks.append(_Task(job, meta))
@@ -182,7 +209,7 @@ def _triage(jobs: List[VideoJob], run: dict, summary: ExtractionSummary, overwri
             continue
         report = stored_report(stored)
         if strict and _decode_notes(report):
-            summary.failed[job.source] = "; ".join(_decode_notes(report)) + " (refused by strict)" + _kept_note(job)
+            _fail(summary, job, "; ".join(_decode_notes(report)) + " (refused by strict)")
             continue
         summary.skipped.append(job.source)
         _count(summary, job, report)
@@ -220,9 +247,10 @@ def run_extraction(model, inputs: Sequence[os.PathLike], out_dir: os.PathLike, *
     protocol = ClipProtocol(clip_len=clip_len, stride=stride, last=last, fps=fps)
     check_layer(model, layer)
     prep = ClipPreprocessor(model_input_spec(model, spec))
-    jobs = plan_jobs(inputs, out_dir, shard)
+    ignored: List[Path] = []
+    jobs = plan_jobs(inputs, out_dir, shard, ignored=ignored)
     check_writable(out_dir)
-    summary = ExtractionSummary(cleaned=remove_stale_temporaries(jobs, started_ns))
+    summary = ExtractionSummary(cleaned=remove_stale_temporaries(jobs, started_ns), ignored=ignored)
     applied = {**prep.spec.to_dict(), "crop_size": prep.crop, "resize": prep.resize}
     run = run_record(model, model_id(model), layer, protocol, applied, prep.spec)
     tasks = _triage(jobs, run, summary, overwrite, strict)

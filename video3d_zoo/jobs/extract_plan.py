@@ -10,7 +10,9 @@ Output names are stable and unique per input, whatever else is on the command li
 * a video given on the command line keeps its file name.
 
 Two different videos that would still share an output name (two roots holding the same
-relative file) are refused before any work, with the clash listed.
+relative file) are refused before any work, with the clash listed.  A folder is searched for
+:data:`~video3d_zoo.io.decode.VIDEO_EXTENSIONS`; the other files found are returned too, so a
+run can name what it left out.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from ..errors import ConfigError
+from ..io.decode import VIDEO_EXTENSIONS
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp")
 LIST_EXTENSIONS = (".txt", ".lst", ".list", ".csv")
+STALE_SUFFIX = ".stale"  # a failed video's earlier output: NAME.npz -> NAME.npz.stale
+_SHOWN = 5
 # atomic_path's temporaries: ".<target name>.<mkstemp's random letters>.tmp"
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]+\.tmp$")
 
@@ -48,26 +52,40 @@ def _listed(listing: Path) -> List[Tuple[Path, Path]]:
     return found
 
 
-def _found_in(item: Path) -> List[Tuple[Path, Path]]:
-    """``(video, name relative to its input root)`` for one input."""
+def _found_in(item: Path, ignored: List[Path]) -> List[Tuple[Path, Path]]:
+    """``(video, name relative to its input root)`` for one input; a folder's other files go to ``ignored``."""
     if item.is_dir():
-        return [(p, p.relative_to(item)) for p in sorted(item.rglob("*"))
-                if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()]
+        files = [p for p in sorted(item.rglob("*")) if p.is_file()]
+        ignored.extend(p for p in files if p.suffix.lower() not in VIDEO_EXTENSIONS)
+        return [(p, p.relative_to(item)) for p in files if p.suffix.lower() in VIDEO_EXTENSIONS]
     if item.suffix.lower() in LIST_EXTENSIONS and item.is_file():
         return _listed(item)
     return [(item, Path(item.name))]  # a video file (or a missing one: reported when processed)
 
 
-def collect_videos(inputs: Sequence[os.PathLike]) -> List[Tuple[Path, Path]]:
+def collect_videos(inputs: Sequence[os.PathLike], ignored: Optional[List[Path]] = None) -> List[Tuple[Path, Path]]:
     """``(video, name relative to its input root)`` for every input, sorted and de-duplicated.
 
-    A video reached through several inputs keeps the name from the first of them.
+    A video reached through several inputs keeps the name from the first of them.  Files under
+    folder inputs that are not videos by extension are appended to ``ignored`` when given.
     """
     found: Dict[Path, Path] = {}
+    skipped: List[Path] = []
     for item in map(Path, inputs):
-        for path, rel in _found_in(item):
+        for path, rel in _found_in(item, skipped):
             found.setdefault(path.resolve(), rel)
+    if ignored is not None:
+        ignored.extend(sorted(set(skipped)))
     return sorted(found.items())
+
+
+def ignored_line(ignored: Sequence[Path]) -> str:
+    """One summary line naming the files a folder search left out."""
+    suffixes = sorted({p.suffix.lower() or "no extension" for p in ignored})
+    names = ", ".join(str(p) for p in ignored[:_SHOWN]) + (f", ... ({len(ignored)} in all)"
+                                                          if len(ignored) > _SHOWN else "")
+    return (f"skipped {len(ignored)} file(s) under the input folders, not videos by extension "
+            f"({', '.join(suffixes[:_SHOWN])}): {names}")
 
 
 def output_path(out_dir: Path, rel: Path) -> Path:
@@ -75,12 +93,16 @@ def output_path(out_dir: Path, rel: Path) -> Path:
 
 
 def plan_jobs(inputs: Sequence[os.PathLike], out_dir: os.PathLike,
-              shard: Union[Tuple[int, int], str, None] = None) -> List[VideoJob]:
-    """Jobs of this shard (see the module docstring for the names); refuses clashing names."""
+              shard: Union[Tuple[int, int], str, None] = None, ignored: Optional[List[Path]] = None) -> List[VideoJob]:
+    """Jobs of this shard (see the module docstring for the names); refuses clashing names.
+    ``ignored``: see :func:`collect_videos`."""
     index, count = parse_shard(shard) if isinstance(shard, str) else (shard or shard_from_env())
     check_shard(index, count)
     out_dir = Path(out_dir)
-    jobs = [VideoJob(source, output_path(out_dir, rel)) for source, rel in collect_videos(inputs)]
+    others: List[Path] = []
+    jobs = [VideoJob(source, output_path(out_dir, rel)) for source, rel in collect_videos(inputs, others)]
+    if ignored is not None:  # our own outputs, when the output folder is inside an input folder, are no news
+        ignored.extend(p for p in others if not _inside(p, out_dir))
     claims: Dict[Path, List[Path]] = {}
     for job in jobs:
         claims.setdefault(job.output, []).append(job.source)
@@ -90,6 +112,14 @@ def plan_jobs(inputs: Sequence[os.PathLike], out_dir: os.PathLike,
         raise ConfigError(f"{len(clashes)} output name(s) would be shared by different videos: {listed}. "
                           "Extract those inputs into separate output folders.")
     return jobs[index::count]
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
 
 
 def parse_shard(text: str) -> Tuple[int, int]:

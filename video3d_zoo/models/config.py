@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Tuple, Union
 
@@ -42,10 +43,28 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"the literal {name} is not allowed: every number must be finite")
 
 
+MAX_JSON_DEPTH = 32  # a config or manifest nests 4 levels; json.loads recurses (RecursionError at ~1000)
+_JSON_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+
+
+def _check_json_depth(text: str) -> None:
+    """Refuse nesting deeper than :data:`MAX_JSON_DEPTH` by counting brackets outside strings."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return
+    depth = 0
+    for bracket in _NOT_BRACKETS.sub("", _JSON_STRINGS.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError(f"nested more than {MAX_JSON_DEPTH} levels deep; a config or manifest needs a few")
+
+
 def loads_finite(text: str) -> Any:
     """``json.loads`` that refuses the ``NaN`` / ``Infinity`` / ``-Infinity`` literals (Python's json
-    accepts them by default).  Raises :class:`json.JSONDecodeError` or :class:`ValueError`; a number
-    too large for a float (``1e999``) still parses as inf and is caught by the field checks."""
+    accepts them by default) and nesting deeper than :data:`MAX_JSON_DEPTH` (checked first: Python's
+    parser recurses).  Raises :class:`json.JSONDecodeError` or :class:`ValueError`; a number too large
+    for a float (``1e999``) still parses as inf and is caught by the field checks."""
+    _check_json_depth(text)
     return json.loads(text, parse_constant=_refuse_constant)
 
 

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
 from ..errors import DataError
-
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".ogv")
+from ..io.decode import VIDEO_EXTENSIONS  # noqa: F401 (the package's one list; re-exported)
 
 
 # -- problem reporting -------------------------------------------------------------------------

@@ -2,8 +2,10 @@
 
 * :func:`read_checkpoint` reads ``model.safetensors`` (with its embedded config), a zoo folder
   (``model.safetensors`` + ``config.json``) or a pickled ``.pth`` - the latter only with
-  ``torch.load(weights_only=True)``, so a file that would run code is refused, naming what it would
-  import (:func:`pickle_imports`).  FIFOs, devices and folders without weights are refused before
+  ``torch.load(weights_only=True)``, and only after :func:`check_pickle` read its opcodes without
+  unpickling: a file that is no ``torch.save`` output ("not a checkpoint"), one that would run code
+  (naming what it would import) and one declaring more storage than it holds are refused before
+  ``torch.load`` allocates anything.  FIFOs, devices and folders without weights are refused before
   anything is opened; HTML pages and truncated files get their own messages.
 """
 
@@ -11,15 +13,19 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import stat
+import struct
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 
 from ..models.config import CONFIG_METADATA_KEY, ModelConfig
 from ..errors import CheckpointError, UnsafeCheckpointError
+from .pickle_scan import NotAPickle, PickleScan, ZipBomb, scan_checkpoint
+from .tensor_checks import MAX_GROWTH, MAX_TENSOR_BYTES, SLACK_BYTES, human_bytes
 
 PathLike = Union[str, os.PathLike]
 WEIGHTS_NAME = "model.safetensors"
@@ -109,54 +115,98 @@ def read_safetensors(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Optional[
 
 
 def read_pickle(path: PathLike) -> Any:
+    """A ``torch.save`` file, loaded with ``weights_only=True`` after :func:`check_pickle` passed it."""
     path = Path(path)
     head = _head_bytes(path, 64).lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html", b"<")):
         raise CheckpointError(f"{path}: this is an HTML page, not a checkpoint (a failed download from a "
                               "file-sharing site?)")
+    check_pickle(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        imports = pickle_imports(path)
-        if imports:
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if refused:
             raise UnsafeCheckpointError(
-                f"{path}: refused - unpickling it would import and call {', '.join(imports[:5])}, which is "
-                "not plain tensors and containers. Only if you trust its source: load it with "
-                "torch.load(weights_only=False) and pass the result to from_pretrained().") from exc
+                f"{path}: refused - unpickling it needs {refused.group(1)}, which torch.load(weights_only=True) "
+                f"does not allow. {_TRUST_HINT}") from exc
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, truncated or corrupt "
                               f"({_first_line(exc)})") from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, IndexError, TypeError,
+            AttributeError, struct.error, OverflowError) as exc:  # what unpicklers raise on damaged bytes
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, truncated or corrupt "
                               f"({_first_line(exc)})") from exc
+
+
+_TRUST_HINT = ("Only if you trust its source: load it with torch.load(weights_only=False) and pass the result "
+               "to from_pretrained().")
+
+
+def check_pickle(path: Path) -> None:
+    """Refuse, without unpickling or allocating: a file that is no ``torch.save`` output, one that would
+    run code, and one whose declared tensor storages the file cannot hold (see :mod:`.pickle_scan`)."""
+    size = path.stat().st_size
+    try:
+        scan = scan_checkpoint(path, MAX_GROWTH * size + SLACK_BYTES)
+    except NotAPickle as exc:
+        raise CheckpointError(f"{path}: not a checkpoint: neither a zip archive nor a pickle written by "
+                              f"torch.save ({exc}); expected a .pth/.pt file, a .safetensors file or a zoo "
+                              "folder") from None
+    except ZipBomb as exc:
+        raise CheckpointError(f"{path}: refused before unpacking - {exc} ({MAX_GROWTH} x the file + "
+                              f"{human_bytes(SLACK_BYTES)}); a zip bomb?") from None
+    except (zipfile.BadZipFile, EOFError) as exc:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, truncated or corrupt ({exc})") from None
+    if scan is None:
+        return  # the pre-2017 tar layout: torch.load reads it
+    unsafe = _unsafe(scan.imports)
+    if unsafe:
+        raise UnsafeCheckpointError(f"{path}: this file runs code when unpickled (imports {', '.join(unsafe[:5])}): "
+                                    f"refused. {_TRUST_HINT}")
+    if scan.layout == "pickle":
+        raise CheckpointError(f"{path}: not a checkpoint: a pickle, but not one written by torch.save. If you "
+                              "trust its source, unpickle it yourself and pass the object to from_pretrained()")
+    _check_declared_sizes(path, scan)
+
+
+def _check_declared_sizes(path: Path, scan: PickleScan) -> None:
+    huge = [f"{key} ({kind}, {human_bytes(n)})" for key, (kind, n) in scan.storages.items() if n > MAX_TENSOR_BYTES]
+    if huge:
+        raise CheckpointError(f"{path}: refused before reading - storage(s) {', '.join(huge[:5])} declare more than "
+                              f"{human_bytes(MAX_TENSOR_BYTES)} each")
+    if scan.layout == "legacy":
+        needed = scan.declared_bytes + 8 * len(scan.storages)  # each storage: its length, then its bytes
+        if needed > scan.payload_bytes:
+            raise CheckpointError(
+                f"{path}: refused before reading - its tensors declare {human_bytes(scan.declared_bytes)} of "
+                f"storage, but the file holds {human_bytes(scan.payload_bytes)} after its header (truncated, or a "
+                "forged size)")
+        return
+    short = [f"{key} declares {human_bytes(n)}, its record holds "
+             f"{human_bytes(scan.records[key]) if key in scan.records else 'nothing'}"
+             for key, (_, n) in scan.storages.items() if scan.records.get(key, -1) < n]
+    if short:
+        raise CheckpointError(f"{path}: refused before reading - storage {'; '.join(short[:5])} (truncated, or a "
+                              "forged size)")
 
 
 _SAFE_IMPORT_PREFIXES = ("torch.", "collections.OrderedDict", "builtins.set", "builtins.frozenset",
                          "_codecs.encode", "numpy.")
 
 
-def pickle_imports(path: PathLike) -> list:
-    """Globals a pickle (plain or inside a ``torch.save`` zip) would import, minus tensor plumbing."""
-    import pickletools
+def _unsafe(imports: List[str]) -> List[str]:
+    """Globals that are not tensor plumbing: importing and calling them could run any code."""
+    return [name for name in dict.fromkeys(imports) if not name.startswith(_SAFE_IMPORT_PREFIXES)]
 
+
+def pickle_imports(path: PathLike) -> list:
+    """Globals a pickle (plain, legacy ``torch.save`` or inside its zip) would import, minus tensor plumbing."""
     path = Path(path)
     try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as zf:
-                member = next(n for n in zf.namelist() if n.endswith("data.pkl"))
-                data = zf.read(member)
-        else:
-            data = path.read_bytes()
-        strings, found = [], []
-        for opcode, arg, _ in pickletools.genops(data):
-            if isinstance(arg, str):
-                strings.append(arg)
-            if opcode.name in ("GLOBAL", "INST"):
-                found.append(arg.replace(" ", "."))
-            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
-                found.append(f"{strings[-2]}.{strings[-1]}")
-    except Exception:  # unparseable: corrupt rather than malicious
+        scan = scan_checkpoint(path, MAX_GROWTH * path.stat().st_size + SLACK_BYTES)
+    except (NotAPickle, ZipBomb, zipfile.BadZipFile, EOFError, OSError):  # unreadable: corrupt rather than malicious
         return []
-    return [name for name in dict.fromkeys(found) if not name.startswith(_SAFE_IMPORT_PREFIXES)]
+    return _unsafe(scan.imports) if scan is not None else []
 
 
 def _first_line(exc: BaseException) -> str:

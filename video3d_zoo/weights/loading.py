@@ -26,7 +26,7 @@ from ..errors import CheckpointError, ConfigError, WeightsNotFoundError, Weights
 from ..fileio import atomic_path
 from ..layers import adapt_input_conv
 from ..models.registry import family_of, get_model_spec
-from .tensor_checks import check_finite, check_materialised_size, compact_state_dict
+from .tensor_checks import check_finite, check_materialised_size, compact_state_dict, match_dtypes
 
 
 # -- building ------------------------------------------------------------------------------------
@@ -69,8 +69,9 @@ def load_converted(converted: ConvertedCheckpoint, num_classes: Optional[int] = 
     a backbone returning the ``out_indices`` stage outputs (classifier dropped), after loading.
 
     Refused with :class:`CheckpointError`, before anything large is allocated: tensors that
-    would take far more memory than their source (see :mod:`video3d_zoo.weights.tensor_checks`); and
-    NaN / inf values or negative BatchNorm running variances unless ``allow_nonfinite=True``.
+    would take far more memory than their source (see :mod:`video3d_zoo.weights.tensor_checks`); weights
+    that are not real floating point where the model's are; and NaN / inf values or negative BatchNorm
+    running variances unless ``allow_nonfinite=True``.  Other float precisions are cast to the model's.
     """
     config = converted.config
     what = (f"{converted.origin}: " if converted.origin else "") + \
@@ -79,6 +80,7 @@ def load_converted(converted: ConvertedCheckpoint, num_classes: Optional[int] = 
     check_materialised_size(sd, converted.source_bytes, what)
     model = build_empty(config)
     check_state_dict(model, sd, what)
+    sd = match_dtypes(model.state_dict(), sd, what)  # e.g. float16 -> float32; complex or integer: refused
     sd = compact_state_dict(sd)  # views and expanded tensors become real, owned tensors
     if not allow_nonfinite:
         check_finite(sd, what)

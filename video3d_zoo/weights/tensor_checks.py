@@ -9,6 +9,9 @@
 * :func:`compact_state_dict` - every tensor owns exactly its own, contiguous storage (views,
   expanded tensors and tensors sharing storage are copied), so the loaded model trains in place
   and ``safetensors`` can write it.
+* :func:`match_dtypes` - a weight or buffer the model keeps as floating point must be real floating
+  point in the checkpoint (a complex, integer or boolean tensor is refused, naming key and dtype);
+  other float precisions are cast to the model's, so the loaded model takes float32 input.
 * :func:`check_finite` - NaN / inf in any floating tensor, or a negative BatchNorm running
   variance, means corrupt weights that would give silently wrong predictions.
 """
@@ -105,6 +108,36 @@ def compact_state_dict(sd: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor
             t = torch.empty(t.shape, dtype=t.dtype, device=t.device).copy_(t)
         seen.add(t.untyped_storage().data_ptr())
         out[key] = t
+    return out
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def match_dtypes(expected: Mapping[str, torch.Tensor], sd: Mapping[str, torch.Tensor],
+                 what: str) -> Dict[str, torch.Tensor]:
+    """``sd`` with every floating tensor in the dtype ``expected`` (the model's state dict) has for it.
+
+    Refused (naming each key and dtype): a tensor the model keeps as floating point that is not
+    real floating point, and a non-integer one where the model keeps integers (BatchNorm's
+    ``num_batches_tracked``).  Keys missing from ``expected`` are left as they are.
+    """
+    wrong, out = [], dict(sd)
+    for key, t in sd.items():
+        want = expected.get(key)
+        if want is None:
+            continue
+        if want.is_floating_point():
+            if not t.is_floating_point():
+                wrong.append(f"{key} is {_dtype_name(t.dtype)} (expected floating point, as {_dtype_name(want.dtype)})")
+            elif t.dtype != want.dtype:
+                out[key] = t.to(want.dtype)
+        elif t.is_floating_point() or t.is_complex() or (t.dtype == torch.bool) != (want.dtype == torch.bool):
+            wrong.append(f"{key} is {_dtype_name(t.dtype)} (expected {_dtype_name(want.dtype)})")
+    if wrong:
+        raise CheckpointError(f"{what}: refused - {len(wrong)} tensor(s) have a dtype the model cannot use: "
+                              f"{_listing(wrong[:_SHOWN], len(wrong))}")
     return out
 
 
