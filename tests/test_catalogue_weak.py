@@ -350,7 +350,7 @@ def test_disk_full_during_extract_is_one_line_and_leaves_no_partial_file(weights
     code, _, err = extract(capsys, weights, videos, out)
     assert code == 2
     line = one_error_line(err, "extract", f"disk full while writing {out / 'b.ts.npz'}", "No space left on device",
-                          "partial file was removed", "1 earlier video(s) of this run were written completely")
+                          "partial file was removed", "1 earlier video of this run already written completely")
     assert "internal error" not in line
     assert sorted(snapshot(out)) == ["a.mp4.npz"] and partial_files(out) == []
     assert snapshot(tmp_path, skip=out) == before
@@ -413,5 +413,5 @@ def test_a_failed_videos_earlier_npz_is_moved_aside_and_the_summary_says_so(weig
     code, text, _ = extract(capsys, weights, videos, out)
     assert code == 1 and "1 up to date (skipped), 1 failed" in text
     assert f"FAILED {(videos / 'b.ts').resolve()}" in text and f"moved aside to {out / 'b.ts.npz.stale'}" in text
-    assert "moved 1 earlier output(s) of failed videos aside (.npz.stale)" in text
+    assert "moved 1 earlier output of failed videos aside (.npz.stale)" in text
     assert snapshot(out) == {"a.mp4.npz": first["a.mp4.npz"], "b.ts.npz.stale": first["b.ts.npz"]}

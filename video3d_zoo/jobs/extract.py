@@ -167,7 +167,7 @@ class _Collector:
             write_npz(task.job.output, features, spans, meta)
         except DiskFullError as exc:
             raise DiskFullError(f"{exc}; {count(len(self.summary.processed), 'earlier video')} of this run "
-                                "were written completely (a rerun skips them)") from exc
+                                "already written completely (a rerun skips them)") from exc
         self.write_s += time.perf_counter() - started
         _count(self.summary, task.job, report)
         self.summary.processed.append(task.job.source)
