@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from ..errors import Video3DZooError
+from .identity import disagreements  # noqa: F401  (its old home; scripts import it from here)
 
 PathLike = Union[str, os.PathLike]
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".tar", ".ckpt", ".bin", ".safetensors")
@@ -175,7 +176,18 @@ def _not_released(path: Path, explicit: bool) -> ImportResult:
 
 
 # -- one file ----------------------------------------------------------------------------------------
-def _import_one(path: Path, entry, manifest) -> ImportResult:
+def import_file(path: PathLike, entry, manifest=None, url: Optional[str] = None) -> ImportResult:
+    """Verify, convert and install one original ``path`` as ``entry`` (named after it or downloaded for it);
+    ``url`` is recorded with the installed copy as where the original came from.  Refusals are in the result."""
+    from .manifest import load_manifest
+
+    try:
+        return _import_one(Path(path), entry, manifest or load_manifest(), {"url": url} if url else {})
+    except Video3DZooError as exc:
+        return ImportResult(str(path), REFUSED, entry.name, _one_message(exc))
+
+
+def _import_one(path: Path, entry, manifest, extra: Optional[Dict[str, Any]] = None) -> ImportResult:
     from ..errors import CheckpointError
     from .hub import sha256_file
     from .installed import find_installed, install_state_dict, read_record
@@ -226,7 +238,7 @@ def _import_one(path: Path, entry, manifest) -> ImportResult:
                                f"its tensors hold {params:,}; not imported")
     original = {"file": path.name, "path": str(path.resolve()), "sha256": sha, "size": size,
                 "release": up.release, "layout": converted.layout,
-                "sha256_in_manifest": bool(up.sha256 or up.sha256_prefix)}
+                "sha256_in_manifest": bool(up.sha256 or up.sha256_prefix), **(extra or {})}
     config = entry.to_config().replace(source=f"installed:{path.name}")
     state = compact_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()})
     copy, changed = install_state_dict(entry, state, config, original)
@@ -246,28 +258,6 @@ def _hash_note(result: ImportResult) -> str:
     if result.sha256_in_manifest:
         return "sha256 matches the manifest"
     return f"sha256 {result.sha256} (the manifest records none for this file; kept with the installed copy)"
-
-
-def disagreements(converted, entry) -> List[str]:
-    """What a converted original says that its manifest entry does not (empty when they agree)."""
-    config, up = converted.config, entry.upstream
-    out = []
-    if config.architecture != entry.model:
-        out.append(f"architecture {config.architecture} (the entry: {entry.model})")
-    elif dict(config.arch_kwargs) != dict(entry.arch_kwargs):
-        out.append(f"arguments {dict(config.arch_kwargs)} (the entry: {dict(entry.arch_kwargs)})")
-    if config.num_classes != entry.num_classes:
-        out.append(f"{config.num_classes} classes (the entry: {entry.num_classes})")
-    if config.in_chans != 3:
-        out.append(f"{config.in_chans} input channels (the entry: 3)")
-    if up.layout and converted.layout != up.layout:
-        out.append(f"the {converted.layout} layout (the entry: {up.layout})")
-    spec, want = config.input_spec, entry.input_spec
-    if spec.frames != want.frames:
-        out.append(f"{spec.frames} frames (the entry: {want.frames})")
-    elif spec != want:
-        out.append(f"the {spec.name} input convention (the entry: {want.name})")
-    return out
 
 
 def _describe_config(config, layout: str) -> str:
@@ -294,4 +284,4 @@ def _mismatch_message(path: Path, entry, converted, problems: Sequence[str], man
     return "\n".join(lines)
 
 
-__all__ = ["ImportReport", "ImportResult", "STATUSES", "import_weights"]
+__all__ = ["ImportReport", "ImportResult", "STATUSES", "import_file", "import_weights"]
