@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Optional, Tuple
 from urllib.parse import urlparse
 
-from ..errors import ConfigError, DownloadError, IntegrityError
+from ..errors import ConfigError, DownloadError, IntegrityError, Video3DZooError
 
 TIMEOUT_ENV = "VIDEO3D_ZOO_DOWNLOAD_TIMEOUT"
 MAX_MB_ENV = "VIDEO3D_ZOO_MAX_DOWNLOAD_MB"
@@ -120,6 +120,8 @@ def _fetch(url: str, out, what: str) -> str:
                                          "and the partial file removed")
                 digest.update(block)
                 out.write(block)
+    except Video3DZooError:
+        raise  # our own refusals (size cap) pass as they are
     except urllib.error.HTTPError as exc:
         raise DownloadError(f"cannot download {what} from {url}: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:
