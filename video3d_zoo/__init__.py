@@ -20,13 +20,21 @@ from .weights.manifest import list_pretrained
 from .weights.importer import import_weights
 from .models.registry import get_model_spec
 from .weights.catalog import Weights, get_weights, list_models
-from .io.transforms import ClipPreprocessor
 from .weights.resolve import load_model, parse_model_ref
 from .weights.loading import from_pretrained, save_pretrained
 
 
 _FACTORIES = public_factories()
 globals().update(_FACTORIES)
+
+
+def __getattr__(name: str):
+    # video3d_zoo.io imports PyAV: reached on first use, so `import video3d_zoo` stays light
+    if name == "ClipPreprocessor":
+        from .io.transforms import ClipPreprocessor
+
+        return ClipPreprocessor
+    raise AttributeError(f"module 'video3d_zoo' has no attribute {name!r}")
 
 __all__ = ["INPUT_PRESETS", "ClipPreprocessor", "InputSpec", "ModelConfig", "Video3DZooError", "Weights",
            "create_model", "from_pretrained", "get_model_spec", "get_weights", "import_weights", "list_models",

@@ -40,18 +40,18 @@ def disagreements(converted, entry) -> List[str]:
     return out
 
 
-def release_entry(filename: str, converted, manifest=None):
+def release_entry(filename: str, converted, manifest):
     """The manifest entry released as ``filename`` whose tensors ``converted`` matches, else None.
 
-    An unreadable manifest (a broken ``$VIDEO3D_ZOO_MANIFEST``) only costs the identity: the file
+    ``manifest`` is a manifest or a function loading one (``load_manifest``: this module imports no
+    manifest code, the manifest's listing reaches the installer, which imports this).  An
+    unreadable manifest (a broken ``$VIDEO3D_ZOO_MANIFEST``) only costs the identity: the file
     still loads as what its tensors say.
     """
-    from .manifest import load_manifest
-
     if converted.layout == "zoo" or not filename:
         return None
     try:
-        manifest = manifest or load_manifest()
+        manifest = manifest() if callable(manifest) else manifest
     except Video3DZooError:
         return None
     for entry in manifest.entries:
@@ -62,7 +62,7 @@ def release_entry(filename: str, converted, manifest=None):
     return None
 
 
-def with_release_identity(converted, filename: str, manifest=None):
+def with_release_identity(converted, filename: str, manifest):
     """``converted`` with its release entry's config (labels, tag, input spec) and metadata, if it has one."""
     entry: Optional[object] = release_entry(filename, converted, manifest)
     if entry is None:

@@ -183,9 +183,11 @@ def convert_source(source: Union[PathLike, Mapping[str, Any]]) -> ConvertedCheck
         converted = ConvertedCheckpoint(result.state_dict, config, result.layout)
     else:
         from .identity import with_release_identity
+        from .manifest import load_manifest
 
         # a file named and shaped like a manifest entry's release file gets the entry's labels, tag and spec
-        converted = with_release_identity(convert_checkpoint(obj, filename=Path(source).name), Path(source).name)
+        converted = with_release_identity(convert_checkpoint(obj, filename=Path(source).name), Path(source).name,
+                                          load_manifest)
     converted.origin, converted.source_bytes = str(source), _source_size(Path(source))
     return converted
 
@@ -306,9 +308,11 @@ def fetch_converted(name: str, pretrained: Any = True, manifest=None) -> Convert
 def _install_public_original(entry, manifest):
     """Step 4 of :func:`fetch_converted`: a public original (torchvision's files) downloaded, verified and
     installed on first use (:mod:`video3d_zoo.weights.upstream`); None when the entry has none."""
-    from .upstream import install_from_upstream
+    from .manifest import load_manifest
+    from .originals import install_from_upstream
 
-    return install_from_upstream(entry, manifest)
+    # conversion is passed in: the installer sits below this module, which it must not import
+    return install_from_upstream(entry, manifest or load_manifest(), convert_source, load_converted)
 
 
 # -- writing -------------------------------------------------------------------------------------

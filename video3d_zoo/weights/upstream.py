@@ -2,9 +2,9 @@
 
 torchvision's video ResNets are public files (``https://download.pytorch.org/models/r3d_18-b3b3357e.pth``);
 their manifest entries have no Hub copy, but the first ``pretrained=True`` can fetch the original
-itself, as torchvision does, and install it through the importer
-(:func:`video3d_zoo.weights.importer.import_file`): converted, checked against the entry, stored in
-the weights cache and offline from then on.
+itself, as torchvision does, and install it as ``video3d-zoo import`` would
+(:func:`video3d_zoo.weights.originals.install_from_upstream`): converted, checked against the entry,
+stored in the weights cache and offline from then on.  This module only finds, fetches and verifies.
 
 * **Which entries.**  An ``upstream.url`` over http(s) with a way to verify the file: the manifest's
   full ``sha256``, else its ``sha256_prefix``, else the hex digits torchvision puts in the file
@@ -139,30 +139,4 @@ def _verify(actual: str, upstream, url: str, what: str) -> None:
                              "the file was removed and nothing was loaded")
 
 
-def install_from_upstream(entry, manifest=None):
-    """Download, verify, convert and install ``entry``'s public original; the installed copy.
-
-    None when the entry has no verifiable public URL (the caller explains the other ways).  Under
-    the entry's download lock, so concurrent first uses download once.
-    """
-    from .importer import INSTALLED, ALREADY, import_file
-    from .installed import entry_lock, find_installed, weights_home
-
-    url = download_url(entry)
-    if url is None:
-        return None
-    with entry_lock(f"{entry.name}.download"):
-        copy = find_installed(entry)  # installed meanwhile by another process
-        if copy is not None:
-            return copy
-        original = download_original(entry, weights_home() / DOWNLOADS)
-        try:
-            result = import_file(original, entry, manifest, url=url)
-        finally:
-            original.unlink(missing_ok=True)  # the converted copy is what loads; the record keeps its sha256
-    if result.status not in (INSTALLED, ALREADY):
-        raise IntegrityError(f"{entry.name}: the file downloaded from {url} was refused: {result.message}")
-    return find_installed(entry)
-
-
-__all__ = ["download_original", "download_url", "expected_hash", "install_from_upstream"]
+__all__ = ["DOWNLOADS", "download_original", "download_url", "expected_hash"]
