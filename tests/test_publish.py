@@ -274,3 +274,16 @@ def test_publish_all_downloads_checks_golden_and_publishes(public_mc3, tmp_path,
     model = video3d_zoo.create_model("mc3_18", pretrained=True)  # now from the Hub copy
     assert model.config.source.startswith("hf://zoo/mc3_18.k400_16f@")
     assert torch.equal(model.state_dict()["conv1.weight"], sd["stem.0.weight"])
+
+
+def test_publish_all_finds_the_golden_case_of_each_release_file():
+    publish_all = _load_script("publish_all")
+    cases = publish_all.golden_cases(DATA / "golden")
+    manifest = load_manifest()
+    found = {name: publish_all.golden_case_for(manifest.get(*name.split(".")), cases) for name in
+             ("r3d_18.k400_16f", "resnet3d_18.k400_16f", "resnet3d_50.k700_16f", "resnet3d_50.km_16f",
+              "resnet3d_10.synthetic_motion")}
+    assert {k: v.stem if v else None for k, v in found.items()} == {
+        "r3d_18.k400_16f": "torchvision_r3d_18", "resnet3d_18.k400_16f": "kenshohara2017_resnet18",
+        "resnet3d_50.k700_16f": "kenshohara2020_r3d50_K", "resnet3d_50.km_16f": "kenshohara2020_r3d50_KM",
+        "resnet3d_10.synthetic_motion": None}

@@ -82,6 +82,9 @@ class Weights:
     def __repr__(self) -> str:
         return f"Weights({self.name!r})"
 
+    def __hash__(self) -> int:  # usable as a dict key, as torchvision's weights enums are
+        return hash((self.name, self.config.num_classes))
+
 
 def get_weights(ref: Any, manifest=None) -> Weights:
     """The :class:`Weights` named by ``"model.tag"`` (or ``"model"``: its default weights), a manifest
