@@ -90,7 +90,8 @@ def main(argv=None) -> int:
     parser.add_argument("--org", help="Hub organisation or user (required unless --dry-run)")
     parser.add_argument("--repo-template", default="{org}/{model}.{tag}",
                         help="repository id per entry (default: %(default)s)")
-    parser.add_argument("--only", default="*", help="shell pattern on model.tag (default: all entries)")
+    parser.add_argument("--only", default="*",
+                        help="shell patterns on model.tag, separated by commas (default: all entries)")
     parser.add_argument("--manifest", type=Path, default=ROOT / "weights_manifest.json")
     parser.add_argument("--dry-run", action="store_true", help="convert and write model cards, upload nothing")
     parser.add_argument("--force", action="store_true", help="also redo entries that are already published")
@@ -109,7 +110,8 @@ def main(argv=None) -> int:
 
     manifest = load_manifest(args.manifest)
     args.output.mkdir(parents=True, exist_ok=True)
-    selected = [e for e in manifest.entries if fnmatch.fnmatchcase(e.name, args.only)]
+    patterns = args.only.split(",")
+    selected = [e for e in manifest.entries if any(fnmatch.fnmatchcase(e.name, p) for p in patterns)]
     if not selected:
         print(f"no entry matches {args.only!r}", file=sys.stderr)
         return 1

@@ -189,7 +189,7 @@ def test_list_pretrained_says_where_each_entry_comes_from(imported, downloads, c
     assert rows["resnet3d_10.synthetic_motion"].available == "embedded"
     assert rows["resnet3d_50.k700_16f"].available == "original only"
     assert "r3d50_K_200ep.pth" in rows["resnet3d_50.k700_16f"].original
-    assert cli.main(["list-pretrained", "densenet*"]) == 0  # the plain list is unchanged
+    assert cli.main(["list-pretrained", "densenet*", "--names"]) == 0  # the plain list of names
     assert capsys.readouterr().out.split() == ["densenet3d_121.k400_16f", "densenet3d_201.k400_16f"]
     assert cli.main(["list-pretrained", "densenet*", "--verbose"]) == 0
     text = capsys.readouterr().out

@@ -221,3 +221,84 @@ def test_convert_all_publishes_and_writes_a_valid_manifest(mc3_original, tmp_pat
     monkeypatch.setenv(MANIFEST_ENV, str(written))
     model = video3d_zoo.create_model("mc3_18", pretrained="kinetics")
     assert torch.equal(model.state_dict()["conv1.weight"], sd["stem.0.weight"])
+
+
+# -- publish_all: originals from public URLs, golden checks, the Hub ------------------------------------
+@pytest.fixture
+def public_mc3(tmp_path, monkeypatch):
+    """The mc3_18 golden case's weights as a public file on a loopback server, named by a private manifest."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    recipe = _load_script_from(DATA / "golden" / "recipe.py", "recipe")
+    case = recipe.load_case(DATA / "golden" / "torchvision_mc3_18.json")
+    sd = {k: torch.from_numpy(v) for k, v in recipe.case_state_dict(case).items()}
+    buffer = io.BytesIO()
+    torch.save(sd, buffer)
+    body, sha = buffer.getvalue(), hashlib.sha256(buffer.getvalue()).hexdigest()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    data = json.loads((ROOT / "weights_manifest.json").read_text())
+    entry = next(e for e in data["entries"] if e["model"] == "mc3_18")
+    file = f"mc3_18-{sha[:8]}.pth"
+    entry["upstream"].update(file=file, url=f"http://127.0.0.1:{server.server_address[1]}/{file}", sha256_prefix=sha[:8])
+    path = tmp_path / "private_manifest.json"
+    path.write_text(dumps(data), encoding="utf-8")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    yield path, sd
+    server.shutdown()
+    server.server_close()
+
+
+def _load_script_from(path, name):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow  # a full-width mc3_18 (the golden case's): about 15 s on 2 cores
+def test_publish_all_downloads_checks_golden_and_publishes(public_mc3, tmp_path, hub, monkeypatch, capsys):
+    publish_all = _load_script("publish_all")
+    manifest, sd = public_mc3
+    out = tmp_path / "out"
+    args = [str(a) for a in ("-o", out, "--only", "mc3_18.*", "--manifest", manifest)]
+    assert publish_all.main(args + ["--dry-run"]) == 0  # dry run: downloaded, checked, converted; nothing uploaded
+    printed = capsys.readouterr().out
+    assert "downloaded mc3_18.k400_16f" in printed and "golden torchvision_mc3_18: largest difference" in printed
+    assert not FakeApi.calls and not (out / "weights_manifest.json").exists()
+    assert publish_all.main(args + ["--org", "zoo", "--golden", str(tmp_path / "no_cases")]) == 0  # checked above
+    written = load_manifest(out / "weights_manifest.json")
+    entry = written.get("mc3_18", "k400_16f")
+    assert entry.hub.repo_id == "zoo/mc3_18.k400_16f" and entry.hub.revision == hub.repos[entry.hub.repo_id].branches["main"]
+    assert entry.upstream.sha256 == hashlib.sha256((out / "originals" / "downloaded" / entry.upstream.file)
+                                                  .read_bytes()).hexdigest()  # the full sha256 learnt
+    monkeypatch.setenv(MANIFEST_ENV, str(out / "weights_manifest.json"))
+    model = video3d_zoo.create_model("mc3_18", pretrained=True)  # now from the Hub copy
+    assert model.config.source.startswith("hf://zoo/mc3_18.k400_16f@")
+    assert torch.equal(model.state_dict()["conv1.weight"], sd["stem.0.weight"])
+
+
+def test_publish_all_finds_the_golden_case_of_each_release_file():
+    publish_all = _load_script("publish_all")
+    cases = publish_all.golden_cases(DATA / "golden")
+    manifest = load_manifest()
+    found = {name: publish_all.golden_case_for(manifest.get(*name.split(".")), cases) for name in
+             ("r3d_18.k400_16f", "resnet3d_18.k400_16f", "resnet3d_50.k700_16f", "resnet3d_50.km_16f",
+              "resnet3d_10.synthetic_motion")}
+    assert {k: v.stem if v else None for k, v in found.items()} == {
+        "r3d_18.k400_16f": "torchvision_r3d_18", "resnet3d_18.k400_16f": "kenshohara2017_resnet18",
+        "resnet3d_50.k700_16f": "kenshohara2020_r3d50_K", "resnet3d_50.km_16f": "kenshohara2020_r3d50_KM",
+        "resnet3d_10.synthetic_motion": None}

@@ -48,7 +48,11 @@ def command(name: str) -> Callable[[Handler], Handler]:
 @command("list")
 def _cmd_list(args: argparse.Namespace) -> int:
     from ..models.registry import list_models
+    from ..weights.listing import format_table, pretrained_rows
 
+    if args.pretrained:
+        print(format_table(pretrained_rows(args.pattern)))
+        return 0
     for name in list_models(args.pattern, include_aliases=args.aliases):
         print(name)
     return 0
@@ -221,11 +225,14 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
 @command("list-pretrained")
 def _cmd_list_pretrained(args: argparse.Namespace) -> int:
+    from ..weights.listing import format_table, pretrained_rows
     from ..weights.manifest import list_pretrained
 
+    if args.names:
+        print("\n".join(list_pretrained(args.pattern)))
+        return 0
     if not (args.verbose or args.json):
-        for name in list_pretrained(args.pattern):
-            print(name)
+        print(format_table(pretrained_rows(args.pattern)))
         return 0
     rows = list_pretrained(args.pattern, sources=True)
     if args.json:
@@ -270,6 +277,7 @@ def _add_list_parsers(sub) -> None:
     p = sub.add_parser("list", help="list registered models")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'resnext*'")
     p.add_argument("--aliases", action="store_true", help="include torch.hub-style aliases")
+    p.add_argument("--pretrained", action="store_true", help="the table of pretrained weights (as list-pretrained)")
 
     p = sub.add_parser("demo", help="classify and extract features of fresh synthetic videos with the "
                        "embedded model (offline)")
@@ -280,8 +288,10 @@ def _add_list_parsers(sub) -> None:
 
 
 def _add_model_parsers(sub) -> None:
-    p = sub.add_parser("list-pretrained", help="list pretrained weights as model.tag")
+    p = sub.add_parser("list-pretrained", help="table of pretrained weights: model.tag, params, GMACs, frames, data "
+                       "set, top-1, where the weights are")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern on model.tag, e.g. 'resnet3d_50*'")
+    p.add_argument("--names", action="store_true", help="only the model.tag names, one a line")
     p.add_argument("--verbose", "-v", action="store_true",
                    help="also say where each can come from now: embedded, installed (from which file), cached, "
                         "hub, or original only")

@@ -374,7 +374,9 @@ class VideoClassifier(nn.Module):
     @property
     def pretrained_cfg(self) -> Dict[str, Any]:
         """What the weights are and how to feed them, derived from ``model.config`` (and, for
-        weights from the manifest, its entry: licence, dataset, Hub location, upstream)."""
+        weights from the manifest, its entry: licence, dataset, Hub location, upstream).  timm's
+        keys (``mean`` / ``std`` on the 0-1 scale, ``input_size``, ``crop_pct``, ``interpolation``,
+        ``label_names``) sit beside ``input_spec`` and ``value_scale``, which are exact."""
         config = self.__dict__.get("config")
         spec = config.input_spec if config is not None else None
         first_conv = next((name for name, m in self.named_modules() if isinstance(m, nn.Conv3d)), None)
@@ -384,11 +386,11 @@ class VideoClassifier(nn.Module):
             "source": config.source if config is not None else None,
             "num_classes": self.num_classes,
             "labels": list(config.labels) if config is not None and config.labels else None,
+            "label_names": list(config.labels) if config is not None and config.labels else None,
             "input_spec": spec.to_dict() if spec is not None else None,
-            "input_size": (self.in_chans, spec.frames, spec.crop_size, spec.crop_size) if spec else None,
+            **(spec.timm_data_config(self.in_chans) if spec is not None else
+               dict.fromkeys(("input_size", "mean", "std", "crop_pct", "crop_mode", "interpolation"))),
             "min_input_size": (self.in_chans,) + tuple(self.min_input_size),
-            "mean": spec.mean if spec else None,
-            "std": spec.std if spec else None,
             "value_scale": spec.value_scale if spec else None,
             "first_conv": first_conv,
             "classifier": self.head_name,

@@ -160,6 +160,17 @@ class InputSpec:
     def replace(self, **changes: Any) -> "InputSpec":
         return dataclasses.replace(self, **changes)
 
+    def timm_data_config(self, in_chans: int = 3) -> dict:
+        """This spec in timm's ``pretrained_cfg`` terms: ``mean`` / ``std`` on the 0-1 scale (timm's
+        transforms divide pixels by 255 first), ``input_size`` (C, T, H, W), ``crop_pct`` (crop over
+        the resized short side), ``interpolation`` and ``crop_mode``; what
+        ``timm.data.resolve_data_config`` reads."""
+        short = min(self.resize) if isinstance(self.resize, tuple) else self.resize
+        return {"input_size": (in_chans, self.frames, self.crop_size, self.crop_size),
+                "mean": tuple(m / self.value_scale for m in self.mean),
+                "std": tuple(s / self.value_scale for s in self.std),
+                "crop_pct": self.crop_size / short, "crop_mode": "center", "interpolation": "bilinear"}
+
 
 INPUT_PRESETS: Mapping[str, InputSpec] = {
     "kenshohara2017": InputSpec(

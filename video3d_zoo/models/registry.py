@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from ..errors import CheckpointError, RegistryError, UnknownModelError
 from .layout import KENSHOHARA2017, KENSHOHARA2020
+from .suggest import suggest_names
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class ModelRegistry:
             return name
         if name in self._aliases:
             return self._aliases[name]
-        close = fnmatch.filter(self.names(include_aliases=True), f"*{name.split('.')[0][:6]}*")[:8]
+        close = suggest_names(name.split(".")[0], self.names(include_aliases=True))
         hint = f"; similar: {close}" if close else ""
         raise UnknownModelError(
             f"unknown model {name!r}{hint}. video3d_zoo.list_models() lists every model.")

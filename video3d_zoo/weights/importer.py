@@ -15,6 +15,9 @@ manifest) it
    converted tensors in the local weights cache (:mod:`video3d_zoo.weights.installed`), atomically and
    under a lock; importing the same file again changes nothing.
 
+Steps 1-3 for one file are :func:`video3d_zoo.weights.originals.import_original`, shared with the
+download of public originals on first use.
+
 Files with other names are reported as not being a released checkpoint, with the
 ``video3d-zoo convert`` command that makes them usable by path.  Afterwards
 ``create_model(name, pretrained=True | tag | alias)``, the factory functions, ``torch.hub.load``
@@ -24,38 +27,17 @@ and every ``--model NAME[.TAG]`` find the weights without network or manifest ed
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 from ..errors import Video3DZooError
+from .identity import disagreements  # noqa: F401  (its old home; scripts import it from here)
+from .originals import (ALREADY, INSTALLED, NOT_RELEASED, REFUSED, STATUSES, ImportResult,  # noqa: F401
+                        import_original, one_message)
 
 PathLike = Union[str, os.PathLike]
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".tar", ".ckpt", ".bin", ".safetensors")
-
-INSTALLED = "installed"
-ALREADY = "already installed"
-REFUSED = "refused"
-NOT_RELEASED = "not a release"
-STATUSES = (INSTALLED, ALREADY, REFUSED, NOT_RELEASED)
-
-
-@dataclass
-class ImportResult:
-    """What happened to one file."""
-
-    path: str
-    status: str
-    name: Optional[str] = None       # the manifest entry (model.tag) the file is named after
-    message: str = ""
-    sha256: Optional[str] = None     # of the original file
-    sha256_in_manifest: Optional[bool] = None  # False: the manifest has no sha256 for it; this one is recorded
-    installed: Optional[str] = None  # the installed weights file
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {"path": self.path, "status": self.status, "name": self.name, "message": self.message,
-                "sha256": self.sha256, "sha256_in_manifest": self.sha256_in_manifest, "installed": self.installed}
 
 
 @dataclass
@@ -119,15 +101,21 @@ def import_weights(paths: Union[PathLike, Iterable[PathLike]], manifest=None) ->
         if entry is None:
             report.results.append(_not_released(path, explicit))
             continue
-        try:
-            report.results.append(_import_one(path, entry, manifest))
-        except Video3DZooError as exc:
-            report.results.append(ImportResult(str(path), REFUSED, entry.name, _one_message(exc)))
+        report.results.append(import_file(path, entry, manifest))
     return report
 
 
-def _one_message(exc: BaseException) -> str:
-    return getattr(exc, "python_message", None) or str(exc)
+def import_file(path: PathLike, entry, manifest=None, url: Optional[str] = None) -> ImportResult:
+    """Verify, convert and install one original ``path`` as ``entry`` (named after it or downloaded for it);
+    ``url`` is recorded with the installed copy as where the original came from.  Refusals are in the result."""
+    from .loading import convert_source, load_converted
+    from .manifest import load_manifest
+
+    try:
+        return import_original(Path(path), entry, manifest or load_manifest(), convert_source, load_converted,
+                               {"url": url} if url else {})
+    except Video3DZooError as exc:
+        return ImportResult(str(path), REFUSED, entry.name, one_message(exc))
 
 
 # -- finding files ---------------------------------------------------------------------------------
@@ -175,123 +163,4 @@ def _not_released(path: Path, explicit: bool) -> ImportResult:
 
 
 # -- one file ----------------------------------------------------------------------------------------
-def _import_one(path: Path, entry, manifest) -> ImportResult:
-    from ..errors import CheckpointError
-    from .hub import sha256_file
-    from .installed import find_installed, install_state_dict, read_record
-    from .tensor_checks import compact_state_dict
-    from .loading import convert_source, load_converted
-
-    try:
-        mode = path.stat().st_mode
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot access it ({exc.strerror or exc})") from exc
-    if not stat.S_ISREG(mode):
-        raise CheckpointError(f"{path}: not a regular file; not read")
-    up = entry.upstream
-    sha = sha256_file(path)
-    size = path.stat().st_size
-    result = ImportResult(str(path), INSTALLED, entry.name, sha256=sha,
-                          sha256_in_manifest=bool(up.sha256))
-    if up.sha256 and sha != up.sha256:
-        return _refuse(result, f"sha256 mismatch: the manifest expects {up.sha256} for {up.file} ({entry.name}), "
-                               f"this file has {sha} - a damaged download or a different file; not imported")
-    if up.sha256_prefix and not sha.startswith(up.sha256_prefix):
-        return _refuse(result, f"sha256 mismatch: {up.file} ({entry.name}) must have a sha256 starting with "
-                               f"{up.sha256_prefix} (the hash in its file name), this file has {sha} - a damaged "
-                               "download or a different file under that name; not imported")
-
-    try:
-        previous = read_record(entry.name)
-    except Video3DZooError:
-        previous = None  # a damaged record: this import replaces it
-    if previous is not None and previous.original.get("sha256") == sha:
-        try:
-            copy = find_installed(entry)
-        except Video3DZooError:
-            copy = None  # damaged: import it again below
-        if copy is not None:
-            result.status, result.installed = ALREADY, str(copy.path)
-            result.message = _hash_note(result)
-            return result
-
-    converted = convert_source(path)
-    problems = disagreements(converted, entry)
-    if problems:
-        return _refuse(result, _mismatch_message(path, entry, converted, problems, manifest))
-    model = load_converted(converted)
-    params = sum(p.numel() for p in model.parameters())
-    if entry.params is not None and params != entry.params:
-        return _refuse(result, f"{path.name} is named after {entry.name}, which has {entry.params:,} parameters; "
-                               f"its tensors hold {params:,}; not imported")
-    original = {"file": path.name, "path": str(path.resolve()), "sha256": sha, "size": size,
-                "release": up.release, "layout": converted.layout,
-                "sha256_in_manifest": bool(up.sha256 or up.sha256_prefix)}
-    config = entry.to_config().replace(source=f"installed:{path.name}")
-    state = compact_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()})
-    copy, changed = install_state_dict(entry, state, config, original)
-    result.installed = str(copy.path)
-    if not changed:
-        result.status = ALREADY
-    result.message = _hash_note(result)
-    return result
-
-
-def _refuse(result: ImportResult, message: str) -> ImportResult:
-    result.status, result.message = REFUSED, message
-    return result
-
-
-def _hash_note(result: ImportResult) -> str:
-    if result.sha256_in_manifest:
-        return "sha256 matches the manifest"
-    return f"sha256 {result.sha256} (the manifest records none for this file; kept with the installed copy)"
-
-
-def disagreements(converted, entry) -> List[str]:
-    """What a converted original says that its manifest entry does not (empty when they agree)."""
-    config, up = converted.config, entry.upstream
-    out = []
-    if config.architecture != entry.model:
-        out.append(f"architecture {config.architecture} (the entry: {entry.model})")
-    elif dict(config.arch_kwargs) != dict(entry.arch_kwargs):
-        out.append(f"arguments {dict(config.arch_kwargs)} (the entry: {dict(entry.arch_kwargs)})")
-    if config.num_classes != entry.num_classes:
-        out.append(f"{config.num_classes} classes (the entry: {entry.num_classes})")
-    if config.in_chans != 3:
-        out.append(f"{config.in_chans} input channels (the entry: 3)")
-    if up.layout and converted.layout != up.layout:
-        out.append(f"the {converted.layout} layout (the entry: {up.layout})")
-    spec, want = config.input_spec, entry.input_spec
-    if spec.frames != want.frames:
-        out.append(f"{spec.frames} frames (the entry: {want.frames})")
-    elif spec != want:
-        out.append(f"the {spec.name} input convention (the entry: {want.name})")
-    return out
-
-
-def _describe_config(config, layout: str) -> str:
-    kwargs = f" {dict(config.arch_kwargs)}" if config.arch_kwargs else ""
-    return (f"{config.architecture}{kwargs} with {config.num_classes} classes ({layout} layout, "
-            f"{config.input_spec.frames} frames)")
-
-
-def _mismatch_message(path: Path, entry, converted, problems: Sequence[str], manifest) -> str:
-    config = converted.config
-    fits = [e for e in manifest.entries
-            if e.model == config.architecture and dict(e.arch_kwargs) == dict(config.arch_kwargs)
-            and e.num_classes == config.num_classes and e.upstream is not None
-            and e.upstream.layout in (None, converted.layout)]
-    wanted = _describe_config(entry.to_config(), entry.upstream.layout or "?")
-    lines = [f"{path.name} is named after {entry.name} ({wanted}), but its tensors are "
-             f"{_describe_config(config, converted.layout)}: {'; '.join(problems)}. Not imported."]
-    if fits:
-        names = ", ".join(f"{e.name} (released as {e.upstream.file})" for e in fits)
-        lines.append(f"Those tensors fit {names}: if that is what it is, give the file that name.")
-    else:
-        lines.append("They fit no manifest entry; to use the file anyway, convert it and load it by path: "
-                     f"video3d-zoo convert {path} -o ./converted")
-    return "\n".join(lines)
-
-
-__all__ = ["ImportReport", "ImportResult", "STATUSES", "import_weights"]
+__all__ = ["ImportReport", "ImportResult", "STATUSES", "import_file", "import_weights"]

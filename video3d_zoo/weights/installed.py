@@ -18,7 +18,8 @@ file, and checks it against the recorded sha256 (once: see the verified-hash mar
 This module also answers "where can each entry come from right now"
 (:func:`weights_sources`, ``list_pretrained(sources=True)``, ``video3d-zoo list-pretrained
 --verbose``), in the order :func:`video3d_zoo.weights.loading.fetch_converted` tries them:
-embedded in the package, installed here, cached from the Hub, downloadable from the Hub.
+embedded in the package, installed here, cached from the Hub, downloadable from the Hub, downloadable
+from the original's public URL.
 """
 
 from __future__ import annotations
@@ -229,7 +230,7 @@ def install_state_dict(entry, state_dict: Mapping[str, Any], config, original: M
 
 
 # -- where each entry can come from now --------------------------------------------------------------
-SOURCE_ORDER = ("embedded", "installed", "cached", "hub")
+SOURCE_ORDER = ("embedded", "installed", "cached", "hub", "download")
 
 
 @dataclass(frozen=True)
@@ -247,6 +248,7 @@ class WeightsSources:
     installed_from: Optional[str] = None  # the original it was converted from
     cached: Optional[str] = None     # the Hub file in the huggingface_hub cache
     hub: Optional[str] = None        # repo@revision/filename, when published
+    download: Optional[str] = None   # the public URL the original downloads from on first use
     original: Optional[str] = None   # the upstream file name (and where it was released)
 
     @property
@@ -259,7 +261,7 @@ class WeightsSources:
     def to_dict(self) -> Dict[str, Any]:
         return {"name": self.name, "default": self.default, "available": self.available,
                 "embedded": self.embedded, "installed": self.installed, "installed_from": self.installed_from,
-                "cached": self.cached, "hub": self.hub, "original": self.original}
+                "cached": self.cached, "hub": self.hub, "download": self.download, "original": self.original}
 
     def describe(self) -> str:
         """The details of :attr:`available`, in one line."""
@@ -270,11 +272,15 @@ class WeightsSources:
             return str(getattr(self, where))
         if where == "hub":
             return f"{self.hub} (downloaded on first use)"
+        if where == "download":
+            return f"{self.download} (downloaded, verified and installed on first use)"
         return self.original or ""
 
 
 def weights_sources(entry) -> WeightsSources:
     """Where ``entry``'s weights can come from now: cheap checks only (no hashing, no network)."""
+    from .upstream import download_url
+
     embedded = installed = installed_from = cached = hub = original = None
     if entry.embedded is not None:
         from importlib.resources import files
@@ -295,7 +301,8 @@ def weights_sources(entry) -> WeightsSources:
         alternates = f" (or {', '.join(up.alternate_files)})" if up.alternate_files else ""
         original = f"{up.file}{alternates}, {up.release}" + (f": {up.url}" if up.url else "")
     return WeightsSources(name=entry.name, default=entry.default, embedded=embedded, installed=installed,
-                          installed_from=installed_from, cached=cached, hub=hub, original=original)
+                          installed_from=installed_from, cached=cached, hub=hub, download=download_url(entry),
+                          original=original)
 
 
 def _hub_cached(location) -> Optional[str]:

@@ -184,7 +184,12 @@ def convert_source(source: Union[PathLike, Mapping[str, Any]]) -> ConvertedCheck
         result = to_zoo_layout(obj, filename=Path(source).name, layout=KENSHOHARA2020)  # the zoo's own
         converted = ConvertedCheckpoint(result.state_dict, config, result.layout)
     else:
-        converted = convert_checkpoint(obj, filename=Path(source).name)
+        from .identity import with_release_identity
+        from .manifest import load_manifest
+
+        # a file named and shaped like a manifest entry's release file gets the entry's labels, tag and spec
+        converted = with_release_identity(convert_checkpoint(obj, filename=Path(source).name), Path(source).name,
+                                          load_manifest)
     converted.origin, converted.source_bytes = str(source), _source_size(Path(source))
     return converted
 
@@ -264,7 +269,9 @@ def fetch_converted(name: str, pretrained: Any = True, manifest=None) -> Convert
        :func:`video3d_zoo.import_weights` (:mod:`video3d_zoo.weights.installed`);
     3. **Hub** - the published file, from the huggingface_hub cache when it is there (no network),
        else downloaded and verified (:func:`video3d_zoo.weights.hub.download`);
-    4. otherwise :class:`WeightsUnavailableError`, explaining the three ways to get the weights.
+    4. **public original** - an ``upstream.url`` with a checksum (torchvision's files): downloaded,
+       verified, converted and installed once (:mod:`video3d_zoo.weights.upstream`), then as 2.;
+    5. otherwise :class:`WeightsUnavailableError`, explaining the three ways to get the weights.
     """
     from .hub import download, verify_file
     from .installed import find_installed
@@ -284,12 +291,25 @@ def fetch_converted(name: str, pretrained: Any = True, manifest=None) -> Convert
         config = config.replace(source=f"installed:{path}")
     elif entry.hub is not None:
         path = download(entry.hub)
+    elif (installed := _install_public_original(entry, manifest)) is not None:
+        path = installed.path
+        config = config.replace(source=f"installed:{path}")
     else:
         raise unavailable_error(entry)
     state_dict, _ = read_checkpoint(path)
     return ConvertedCheckpoint(state_dict=state_dict, config=config, layout=ZOO,
                                origin=f"{entry.name} ({path})", source_bytes=Path(path).stat().st_size,
                                metadata=entry.metadata())
+
+
+def _install_public_original(entry, manifest):
+    """Step 4 of :func:`fetch_converted`: a public original (torchvision's files) downloaded, verified and
+    installed on first use (:mod:`video3d_zoo.weights.upstream`); None when the entry has none."""
+    from .manifest import load_manifest
+    from .originals import install_from_upstream
+
+    # conversion is passed in: the installer sits below this module, which it must not import
+    return install_from_upstream(entry, manifest or load_manifest(), convert_source, load_converted)
 
 
 # -- writing -------------------------------------------------------------------------------------
