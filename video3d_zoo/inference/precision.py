@@ -44,9 +44,12 @@ def precision_dtype(precision: str) -> Optional[torch.dtype]:
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     """Check that ``precision`` (``fp32`` / ``bf16`` / ``fp16``) runs on ``device``; a
-    :class:`~video3d_zoo.errors.ConfigError` says why not."""
+    :class:`~video3d_zoo.errors.ConfigError` says why not.  ``auto`` is ``bf16`` where the device
+    runs it natively and ``fp32`` elsewhere (the answer is what gets recorded, never ``auto``)."""
+    if precision == "auto":
+        return "bf16" if bf16_supported(device) else "fp32"
     if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise ConfigError(f"precision must be one of {PRECISIONS + ('auto',)}, got {precision!r}")
     if precision == "bf16" and not bf16_supported(device):
         raise ConfigError(f"bf16 is not supported on {device} (CPU needs AVX-512-BF16 or AMX; "
                           "GPU needs compute capability 8.0+); use 'fp32'")

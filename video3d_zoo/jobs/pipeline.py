@@ -198,6 +198,35 @@ def queue_depth(spec: InputSpec, batch_size: int, budget: int = 512 << 20) -> in
 
 
 # -- batching across videos ----------------------------------------------------------------------------
+class BatchStaging:
+    """Stacks a batch of clips for the model's device.
+
+    For a GPU the batch is stacked into a reused page-locked (pinned) buffer and copied with
+    ``non_blocking=True``: the copy needs no bounce through pageable memory, and the CPU goes on
+    (taking the next decoded clips from the workers) while it runs.  On the CPU the clips are simply
+    stacked.  ``allocate`` makes the buffer (a test gives a plain allocator: pinning needs CUDA).
+    """
+
+    def __init__(self, device: torch.device, pinned: Optional[bool] = None, allocate=None) -> None:
+        self.device = torch.device(device)
+        self.pinned = self.device.type == "cuda" if pinned is None else pinned
+        self.allocate = allocate or (lambda shape, dtype: torch.empty(shape, dtype=dtype, pin_memory=True))
+        self.buffer: Optional[torch.Tensor] = None
+
+    def __call__(self, clips: Sequence[torch.Tensor]) -> torch.Tensor:
+        if not self.pinned:
+            return torch.stack(list(clips)).to(self.device)
+        shape = (len(clips), *clips[0].shape)
+        buffer = self.buffer
+        if buffer is None or buffer.shape[1:] != shape[1:] or buffer.shape[0] < shape[0] \
+                or buffer.dtype != clips[0].dtype:
+            # The previous batch's copy has finished: its outputs were read back before this call.
+            buffer = self.buffer = self.allocate(shape, clips[0].dtype)
+        staged = buffer[:shape[0]]
+        torch.stack(list(clips), out=staged)
+        return staged.to(self.device, non_blocking=True)
+
+
 class _Batcher:
     """Clips of several videos in one batch; a video is finished after the batch with its last clip."""
 
@@ -205,6 +234,7 @@ class _Batcher:
         self.model, self.layer, self.batch_size, self.sink = model, layer, batch_size, sink
         self.sources, self.fail_fast = sources, fail_fast
         self.device = model_device(model)
+        self.stage = BatchStaging(self.device)
         self.pending: list = []
         self.parts: Dict[int, list] = {}  # per video: (1 x D vector, (start, end)) of each clip run so far
         self.waiting: List[Tuple[int, Any]] = []  # decoded videos whose last clips are still pending
@@ -241,7 +271,7 @@ class _Batcher:
         if self.pending:
             self.before_batch()
             started = time.perf_counter()
-            batch = torch.stack([p[2] for p in self.pending]).to(self.device)
+            batch = self.stage([p[2] for p in self.pending])
             vectors = clip_outputs(self.model, batch, self.layer).cpu().numpy()
             self.model_s += time.perf_counter() - started
             self.clips += len(self.pending)
