@@ -57,7 +57,7 @@ def run_demo(out_dir: Optional[str] = None, seed: int = 2026, device: str = "cpu
     from ..devices import resolve_device
     from .extract import run_extraction
     from .features import classify_video
-    from ..weights.resolve import load_model
+    from ..api import load_model
 
     model = load_model(DEMO_WEIGHTS).to(resolve_device(device)).eval()
     spec = model.config.input_spec

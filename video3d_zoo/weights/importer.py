@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from ..errors import Video3DZooError
+from .resolve import CHECKPOINT_SUFFIXES
 
 PathLike = Union[str, os.PathLike]
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".tar", ".ckpt", ".bin", ".safetensors")
 
 INSTALLED = "installed"
 ALREADY = "already installed"
