@@ -35,19 +35,19 @@ def revision_problem(revision: object) -> Optional[str]:
     if len(revision) > MAX_REVISION_CHARS:
         return f"longer than {MAX_REVISION_CHARS} characters"
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in revision):
-        return "a control character"
+        return "contains a control character"
     refused = sorted(set(revision) & _REFUSED_CHARS)
     if refused:
-        return "the character(s) " + " ".join(repr(c) for c in refused)
+        return "contains the character(s) " + " ".join(repr(c) for c in refused)
     if ".." in revision:
-        return "'..'"
+        return "contains '..'"
     if revision.startswith(("/", "-")):
         return f"starts with {revision[0]!r}"
     if revision.endswith(("/", ".")):
         return f"ends with {revision[-1]!r}"
     for part in revision.split("/"):
         if not part:
-            return "an empty component ('//')"
+            return "contains an empty component ('//')"
         if part.startswith("."):
             return f"the component {part!r} starts with '.'"
         if part.endswith(".lock"):

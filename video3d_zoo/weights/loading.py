@@ -161,9 +161,13 @@ def load_pretrained(name: str, pretrained: Any, num_classes: Optional[int] = Non
 
 
 def _convert_ref(ref: ModelRef) -> ConvertedCheckpoint:
-    """Read and convert the checkpoint a ``"path"`` or ``"hf-hub"`` reference names."""
+    """Read and convert the checkpoint a ``"path"`` or ``"hf-hub"`` reference names (a missing file is
+    a :class:`CheckpointError` from :func:`read_checkpoint`, whatever the entry point)."""
+    if ref.kind == "path":
+        return convert_source(ref.path)
     if ref.kind != "hf-hub":
-        return convert_source(ref.existing_path())
+        raise ConfigError(f"{ref.describe()!r} names a model or weights tag, not a checkpoint: load it with "
+                          "load_model() or create_model()")
     from .hub_repos import fetch_hub_folder
 
     converted = convert_source(fetch_hub_folder(ref.repo_id, ref.revision))

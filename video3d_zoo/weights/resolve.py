@@ -65,14 +65,6 @@ class ModelRef:
             return f"{HF_HUB_PREFIX}{self.repo_id}" + (f"@{self.revision}" if self.revision else "")
         return str(self.path)
 
-    def existing_path(self) -> Path:
-        """The checkpoint file or folder of a ``"path"`` reference; :class:`ConfigError` if it is missing."""
-        if self.kind != "path" or self.path is None:
-            raise ConfigError(f"{self.text!r} is not a checkpoint path")
-        if not os.path.lexists(self.path):
-            raise ConfigError(f"{self.path}: no such checkpoint file or folder")
-        return self.path
-
 
 def looks_like_path(text: str) -> bool:
     """Text that can only mean a file or folder (see rule 2 of the module docstring)."""
