@@ -322,17 +322,9 @@ def download(location: Any = None, *, repo_id: Optional[str] = None, filename: O
     what = _describe(repo_id, filename, revision, where)
 
     # 1. the cache: no network at all
-    cached = cached_file(repo_id, filename, revision, cache)
+    cached = _verified_cached(repo_id, filename, revision, sha256, size, cache, offline, what)
     if cached is not None:
-        try:
-            verify_file(cached, sha256, size, what=f"cached {what}")
-            return Path(cached)
-        except IntegrityError as exc:
-            remove_cached(repo_id, filename, snapshot_commit(cached, cache) or revision, cache)
-            if offline:
-                raise IntegrityError(f"{exc}. The bad copy was removed from the cache {cache}; it cannot be "
-                                     "downloaded again while HF_HUB_OFFLINE is set") from None
-            warnings.warn(f"{exc}; the bad copy was removed from the cache, downloading it again", stacklevel=2)
+        return cached
 
     # 2. offline and not cached
     if offline:
@@ -346,14 +338,8 @@ def download(location: Any = None, *, repo_id: Optional[str] = None, filename: O
     from huggingface_hub import hf_hub_url
 
     meta = head_file(hf_hub_url(repo_id, filename, revision=revision, endpoint=where), timeout, attempts, what, where)
-    commit = announced_commit(meta, revision, what)
-    if meta.size is not None and meta.size != size:
-        raise IntegrityError(f"{what}: the server reports {meta.size} bytes, the manifest expects {size} bytes "
-                             f"(expected sha256 {sha256}); not downloaded")
-    etag = normalized_etag(meta)
-    if len(etag) == 64 and all(c in "0123456789abcdef" for c in etag) and etag != sha256:
-        raise IntegrityError(f"{what}: sha256 mismatch - expected {sha256}, the server reports {etag}; "
-                             "not downloaded")
+    commit, etag = announced_commit(meta, revision, what), normalized_etag(meta)
+    _check_announced(meta.size, etag, size, sha256, what)
 
     # 4. the download itself, capped at the manifest size; 5. verify the full file, a bad file leaves the cache
     path = fetch_file(repo_id, filename, revision, cache=cache, where=where, timeout=timeout, limit=size,
@@ -365,6 +351,34 @@ def download(location: Any = None, *, repo_id: Optional[str] = None, filename: O
         raise IntegrityError(f"{exc}. The downloaded file was refused and removed from the cache {cache}; "
                              "nothing was loaded") from None
     return path
+
+
+def _verified_cached(repo_id: str, filename: str, revision: str, sha256: str, size: int, cache: Path,
+                     offline: bool, what: str) -> Optional[Path]:
+    """The cached copy if it verifies; a bad copy is removed (and, offline, refused)."""
+    cached = cached_file(repo_id, filename, revision, cache)
+    if cached is None:
+        return None
+    try:
+        verify_file(cached, sha256, size, what=f"cached {what}")
+        return Path(cached)
+    except IntegrityError as exc:
+        remove_cached(repo_id, filename, snapshot_commit(cached, cache) or revision, cache)
+        if offline:
+            raise IntegrityError(f"{exc}. The bad copy was removed from the cache {cache}; it cannot be "
+                                 "downloaded again while HF_HUB_OFFLINE is set") from None
+        warnings.warn(f"{exc}; the bad copy was removed from the cache, downloading it again", stacklevel=3)
+    return None
+
+
+def _check_announced(announced_size: Optional[int], etag: str, size: int, sha256: str, what: str) -> None:
+    """Refuse, before any byte is downloaded, a size or sha256 (ETag) the server announces that differs."""
+    if announced_size is not None and announced_size != size:
+        raise IntegrityError(f"{what}: the server reports {announced_size} bytes, the manifest expects {size} "
+                             f"bytes (expected sha256 {sha256}); not downloaded")
+    if len(etag) == 64 and all(c in "0123456789abcdef" for c in etag) and etag != sha256:
+        raise IntegrityError(f"{what}: sha256 mismatch - expected {sha256}, the server reports {etag}; "
+                             "not downloaded")
 
 
 def normalized_etag(meta: Any) -> str:
