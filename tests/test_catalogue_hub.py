@@ -66,6 +66,12 @@ def tree(root: Path) -> dict:
     return out
 
 
+def only_heads(hub) -> bool:
+    """Metadata requests only: no file body was fetched (huggingface_hub's own /api calls aside)."""
+    files = [r for r in hub.requests if "/resolve/" in r[1]]
+    return bool(files) and all(method == "HEAD" for method, _ in files)
+
+
 def same_weights(a, b) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -135,7 +141,7 @@ def test_a_pinned_commit_answered_with_another_commit_is_refused(served, tmp_pat
         load_model(f"hf-hub:{REPO}@{pinned}")
     with pytest.raises(DownloadError, match="answered the pinned commit"):
         download(repo_id=REPO, filename="model.safetensors", revision=pinned, sha256="0" * 64, size=1)
-    assert all(method == "HEAD" for method, _ in hub.requests)
+    assert only_heads(hub)
     assert tree(tmp_path) == before
 
 
@@ -150,7 +156,7 @@ def test_a_server_announcing_a_path_is_refused(served, tmp_path, field, value, m
     before = tree(tmp_path)
     with pytest.raises(DownloadError, match=message):
         load_model(f"hf-hub:{REPO}")
-    assert all(method == "HEAD" for method, _ in hub.requests)
+    assert only_heads(hub)
     assert tree(tmp_path) == before
 
 
@@ -160,6 +166,20 @@ def test_create_model_takes_a_hub_folder_as_pretrained(served):
     assert same_weights(loaded, model) and loaded.config.source == f"hf-hub:{REPO}"
     with pytest.raises(CheckpointError, match=f"hf-hub:{REPO} holds a resnet3d_10 checkpoint, not resnet3d_18"):
         video3d_zoo.create_model("resnet3d_18", pretrained=f"hf-hub:{REPO}")
+
+
+def test_a_manifest_download_never_writes_where_the_announced_etag_points(served, tmp_path, tiny_folder):
+    """huggingface_hub names the blob after the ETag as announced: a path there would be written to."""
+    hub, _ = served
+    data = (tiny_folder[1] / "model.safetensors").read_bytes()
+    commit = hub.repos[REPO].branches["main"]
+    hub.fake_etag = "../../../../hub/VICTIM"
+    before = tree(tmp_path)
+    with pytest.raises(ConfigError, match="outside"):
+        download(repo_id=REPO, filename="model.safetensors", revision=commit,
+                 sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+    assert only_heads(hub)
+    assert tree(tmp_path) == before
 
 
 # -- huggingface_hub's cache, refs and scan ---------------------------------------------------------
