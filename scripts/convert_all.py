@@ -55,7 +55,7 @@ def find_original(originals: Path, names: List[str]) -> Optional[Path]:
 def convert_entry(entry, original: Path, out_dir: Path, verify_upstream: bool = True) -> Dict[str, object]:
     """Steps 2-4 for one entry; returns {"folder", "original_sha256"}; raises on any mismatch."""
     from video3d_zoo.weights.hub import sha256_file
-    from video3d_zoo.weights.importer import disagreements
+    from video3d_zoo.weights.identity import disagreements
     from video3d_zoo.inference.profile import count_params
     from video3d_zoo.weights.loading import convert_source, load_converted, save_pretrained
 

@@ -16,7 +16,9 @@ Switches inject failures: ``status`` (answer every request with that HTTP code),
 chunks: a slow transfer), ``cut_body_once`` (close the connection half-way through the next GET
 body), ``tamper`` (flip one byte of every body while advertising the original ETag and size),
 ``truncate_to`` (serve only that many bytes, consistently advertised), ``extra_body`` (that many
-more bytes in every GET body than HEAD advertises: an oversize download).  ``requests`` records
+more bytes in every GET body than HEAD advertises: an oversize download), ``any_revision`` (answer a
+revision the repository does not have with its ``main`` commit, as a careless mirror would),
+``fake_commit`` / ``fake_etag`` (announce that text as ``X-Repo-Commit`` / ``ETag``).  ``requests`` records
 ``(method, path)`` of every request; ``count`` is their number.
 """
 
@@ -54,6 +56,9 @@ class HubServer:
         self.tamper = False
         self.truncate_to: Optional[int] = None
         self.extra_body = 0
+        self.any_revision = False
+        self.fake_commit: Optional[str] = None
+        self.fake_etag: Optional[str] = None
         self._lock = threading.Lock()
         self._httpd: Optional[ThreadingHTTPServer] = None
         self._thread: Optional[threading.Thread] = None
@@ -75,6 +80,8 @@ class HubServer:
         self.cut_body_once = self.tamper = False
         self.truncate_to = None
         self.extra_body = 0
+        self.any_revision = False
+        self.fake_commit = self.fake_etag = None
 
     @property
     def count(self) -> int:
@@ -118,6 +125,8 @@ class HubServer:
         if repo is None:
             return 404, {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"}, b""
         commit = repo.branches.get(revision, revision)
+        if commit not in repo.commits and self.any_revision and "main" in repo.branches:
+            commit = repo.branches["main"]
         if commit not in repo.commits:
             return 404, {"X-Error-Code": "RevisionNotFound", "X-Error-Message": "Invalid rev id"}, b""
         files = repo.commits[commit]
@@ -131,6 +140,10 @@ class HubServer:
             sha = hashlib.sha256(data).hexdigest()
         if self.tamper:
             data = bytes([data[0] ^ 0xFF]) + data[1:]  # advertised sha256 stays the original's
+        if self.fake_commit is not None:
+            commit = self.fake_commit
+        if self.fake_etag is not None:
+            sha = self.fake_etag
         headers = {"X-Repo-Commit": commit, "ETag": f'"{sha}"', "X-Linked-Etag": f'"{sha}"',
                    "X-Linked-Size": str(len(data)), "Accept-Ranges": "bytes",
                    "Content-Type": "application/octet-stream"}

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,9 +14,13 @@ import torch
 import video3d_zoo
 from video3d_zoo.cli import commands as cli
 from videos import write_video
-from video3d_zoo.errors import ConfigError, IntegrityError, UnknownModelError, Video3DZooError
-from video3d_zoo.weights.resolve import load_model, parse_model_ref
+from video3d_zoo.errors import CheckpointError, ConfigError, IntegrityError, UnknownModelError, Video3DZooError
+from video3d_zoo.api import load_model
+from video3d_zoo.weights.resolve import CHECKPOINT_SUFFIXES, parse_model_ref
 from video3d_zoo.weights.loading import fetch_converted, from_pretrained, save_pretrained
+
+
+PACKAGE = Path(video3d_zoo.__file__).resolve().parent
 
 
 def _same_weights(a, b) -> bool:
@@ -60,10 +67,36 @@ def test_unknown_name_lists_similar_names():
         parse_model_ref("   ")
 
 
+@pytest.mark.parametrize("suffix", CHECKPOINT_SUFFIXES)
+def test_a_missing_checkpoint_is_missing_in_every_entry_point(suffix):
+    """create_model(pretrained=) once read "missing.ckpt" as model 'missing' with tag 'ckpt'."""
+    name = "missing" + suffix.upper() if suffix == ".bin" else "missing" + suffix
+    for call in (lambda: video3d_zoo.create_model("resnet3d_10", pretrained=name),
+                 lambda: video3d_zoo.create_model("resnet3d_10", checkpoint_path=name),
+                 lambda: video3d_zoo.resnet3d_10(pretrained=name),
+                 lambda: load_model(name), lambda: from_pretrained(name)):
+        with pytest.raises(CheckpointError, match=f"^{re.escape(name)}: no such checkpoint file or folder$"):
+            call()
+    with pytest.raises(ConfigError, match="is a checkpoint path, not a model name"):
+        video3d_zoo.create_model(name)
+
+
+def test_checkpoint_suffixes_are_listed_once():
+    """One list (weights/resolve.py) serves the parser, the importer's folder search and every loader."""
+    listed = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+                values = {getattr(e, "value", None) for e in node.elts}
+                if {".pth", ".pt", ".safetensors", ".ckpt"} & values:
+                    listed.append(f"{path.relative_to(PACKAGE).as_posix()}:{node.lineno}")
+    assert len(listed) == 1 and listed[0].startswith("weights/resolve.py:"), listed
+
+
 def test_missing_path_is_an_error_not_a_name(tmp_path):
-    with pytest.raises(ConfigError, match="no such checkpoint"):
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
         load_model(tmp_path / "nothing_here")
-    with pytest.raises(ConfigError, match="no such checkpoint"):
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
         load_model("missing/resnet3d_50")
 
 
@@ -155,7 +188,7 @@ def test_every_command_resolves_models_the_same_way(monkeypatch, capsys, tmp_pat
         seen.append(text)
         raise _Sentinel("stop here")
 
-    monkeypatch.setattr("video3d_zoo.weights.resolve.load_model", recording)
+    monkeypatch.setattr("video3d_zoo.api.load_model", recording)
     assert cli.main(argv) == 2
     assert seen == [ref]
     assert "stop here" in capsys.readouterr().err

@@ -12,7 +12,7 @@ Every registered model also has a factory function of the same name
 """
 
 from . import models as _models  # noqa: F401  (registers every architecture)
-from .api import create_model, public_factories
+from .api import create_model, load_model, public_factories
 from .models.config import INPUT_PRESETS, InputSpec, ModelConfig
 from .errors import Video3DZooError
 from .version import __version__
@@ -20,7 +20,7 @@ from .weights.manifest import list_pretrained
 from .weights.importer import import_weights
 from .models.registry import get_model_spec
 from .weights.catalog import Weights, get_weights, list_models
-from .weights.resolve import load_model, parse_model_ref
+from .weights.resolve import parse_model_ref
 from .weights.loading import from_pretrained, save_pretrained
 from .jobs.feature_files import load_features
 

@@ -1,8 +1,10 @@
-"""Public model construction: :func:`create_model` and one factory function per registered model.
+"""Public model construction: :func:`create_model`, :func:`load_model` and one factory function per registered model.
 
 ``create_model("resnet3d_50")`` builds a randomly initialised network;
 ``create_model("resnet3d_50", pretrained=...)`` goes through :func:`video3d_zoo.weights.loading.load_pretrained`,
 the single path every pretrained load takes (factory functions and ``hubconf.py`` included).
+:func:`load_model` takes any reference (name, path or ``hf-hub:``).  Every reference is read by
+:func:`~video3d_zoo.weights.resolve.parse_model_ref` first.
 """
 
 from __future__ import annotations
@@ -21,16 +23,20 @@ from . import limits
 from .models.config import ARCH_SIZE_BOUNDS, ModelConfig, check_arch_sizes, input_preset
 from .errors import ConfigError
 from .models.registry import MODELS, get_model_spec, list_models
+from .weights.loading import from_pretrained, load_pretrained
+from .weights.resolve import ModelRef, parse_model_ref
 
 PretrainedArg = Any  # None | bool | str (tag, alias or path)
 
 
 def split_name(name: str):
     """``"resnext3d_101.k400_64f"`` -> (canonical model name, tag or None)."""
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"model name must be a non-empty string, got {name!r}")
-    base, _, tag = name.partition(".")
-    return get_model_spec(base).name, (tag or None)
+    ref = parse_model_ref(name)
+    if ref.kind != "name":
+        raise ConfigError(f"{ref.text!r} is a checkpoint {'path' if ref.kind == 'path' else 'on the Hub'}, not a "
+                          f"model name: load it with load_model({ref.text!r}), or pass it as pretrained= of "
+                          "create_model(NAME, ...)")
+    return ref.name, ref.tag
 
 
 #: create_model's own keyword arguments (everything else goes to the architecture)
@@ -49,10 +55,12 @@ def create_model(name: str, pretrained: PretrainedArg = None, num_classes: Optio
     Args:
         name: a registered name or alias (``list_models()``), optionally ``name.tag``; or
             ``hf-hub:ORG/REPO[@REVISION]`` for a zoo folder on the Hugging Face Hub.
-            (:func:`video3d_zoo.weights.resolve.load_model` reads every kind of reference, paths too.)
+            (:func:`load_model` reads every kind of reference, paths too.)
         pretrained: ``None``/``False`` for random weights; ``True`` for the default weights of
             the model (or of ``tag``); a tag (``"k400_64f"``) or alias (``"kinetics"``) from
-            the weights manifest; or a path to a local checkpoint file or folder.
+            the weights manifest; a path to a local checkpoint file or folder (text that looks
+            like a path, or ends in a checkpoint suffix, is one: a missing file is an error that
+            says so); or ``hf-hub:ORG/REPO[@REVISION]`` (a zoo folder of this architecture).
         num_classes: classifier size; with pretrained weights of another size the backbone is
             kept and the head is freshly initialised.  Default: 400 (or the weights' own).
         in_chans: input channels; pretrained RGB stems are adapted
@@ -77,20 +85,18 @@ def create_model(name: str, pretrained: PretrainedArg = None, num_classes: Optio
     if out_indices is not None and not features_only:
         raise ConfigError("out_indices selects the outputs of a backbone; pass features_only=True with it")
     load_options = {"features_only": features_only, "out_indices": out_indices} if features_only else {}
+    if isinstance(name, str) and parse_model_ref(name).kind == "hf-hub":
+        if pretrained not in (None, True) or checkpoint_path is not None:
+            selected = f"checkpoint_path={os.fspath(checkpoint_path)!r}" if checkpoint_path is not None \
+                else f"pretrained={pretrained!r}"
+            raise ConfigError(f"{name!r} names its weights; {selected} cannot select others")
+        return load_model(name, num_classes=num_classes, in_chans=None if in_chans == 3 else in_chans,
+                          allow_nonfinite=allow_nonfinite, **load_options, **kwargs)
     if checkpoint_path is not None:
         if pretrained not in (None, False):
             raise ConfigError(f"checkpoint_path={os.fspath(checkpoint_path)!r} and pretrained={pretrained!r} both "
                               "name weights; give only one")
-        if isinstance(name, str) and name.startswith("hf-hub:"):
-            raise ConfigError(f"{name!r} names its weights; checkpoint_path= cannot select others")
         pretrained = Path(os.fspath(checkpoint_path))
-    if isinstance(name, str) and name.startswith("hf-hub:"):
-        if pretrained not in (None, True):
-            raise ConfigError(f"{name!r} names its weights; pretrained={pretrained!r} cannot select others")
-        from .weights.resolve import load_model
-
-        return load_model(name, num_classes=num_classes, in_chans=None if in_chans == 3 else in_chans,
-                          allow_nonfinite=allow_nonfinite, **load_options, **kwargs)
     canonical, tag = split_name(name)
     if kwargs:
         check_arch_kwargs(canonical, kwargs)
@@ -99,7 +105,7 @@ def create_model(name: str, pretrained: PretrainedArg = None, num_classes: Optio
     if tag is not None and pretrained in (None, False):
         pretrained = None
     elif tag is not None:
-        if isinstance(pretrained, str):
+        if isinstance(pretrained, (str, os.PathLike)):
             raise ConfigError(f"{name!r} names the tag {tag!r} and pretrained={pretrained!r} names "
                               "another; give only one")
         pretrained = tag
@@ -108,10 +114,48 @@ def create_model(name: str, pretrained: PretrainedArg = None, num_classes: Optio
         if features_only:
             model.as_backbone(out_indices)
         return model
-    from .weights.loading import load_pretrained
-
     return load_pretrained(canonical, pretrained, num_classes=num_classes, in_chans=in_chans,
                            arch_kwargs=kwargs, allow_nonfinite=allow_nonfinite, **load_options)
+
+
+def load_model(ref: Any, *, pretrained: bool = True, num_classes: Optional[int] = None,
+               in_chans: Optional[int] = None, allow_nonfinite: bool = False, features_only: bool = False,
+               out_indices=None, **kwargs: Any) -> nn.Module:
+    """The model ``ref`` names, ready in eval mode: a registered name (``NAME`` or ``NAME.TAG``: its
+    pretrained weights), a checkpoint file or folder, or ``hf-hub:ORG/REPO[@REVISION]`` (the rules:
+    :mod:`video3d_zoo.weights.resolve`).
+
+    ``pretrained=False`` is only meaningful for a bare registered name (random weights).
+    ``num_classes`` / ``in_chans`` adapt the head / stem as in
+    :func:`~video3d_zoo.weights.loading.from_pretrained`; ``kwargs`` go to :func:`create_model` for
+    registered names, and are refused for files.  ``allow_nonfinite=True`` loads weights holding
+    NaN / inf (refused by default).  ``features_only`` / ``out_indices``: a backbone returning stage
+    outputs, applied after the weights are loaded (see :func:`create_model`).
+    """
+    if out_indices is not None and not features_only:
+        raise ConfigError("out_indices selects the outputs of a backbone; pass features_only=True with it")
+    parsed = parse_model_ref(ref)
+    if parsed.kind == "name":
+        options = dict(kwargs, allow_nonfinite=allow_nonfinite)
+        if features_only:
+            options.update(features_only=True, out_indices=out_indices)
+        return _load_named(parsed, pretrained, num_classes, in_chans, options)
+    if not pretrained:
+        raise ConfigError(f"{parsed.describe()} is a checkpoint; pretrained=False only applies to a model name")
+    if kwargs:
+        raise ConfigError(f"architecture arguments {sorted(kwargs)} cannot be applied to the checkpoint "
+                          f"{parsed.describe()}: its config says what to build")
+    return from_pretrained(parsed, num_classes=num_classes, in_chans=in_chans, allow_nonfinite=allow_nonfinite,
+                           features_only=features_only, out_indices=out_indices).eval()
+
+
+def _load_named(parsed: ModelRef, pretrained: bool, num_classes, in_chans, kwargs) -> nn.Module:
+    if not pretrained and parsed.tag:
+        raise ConfigError(f"{parsed.text!r} names the weights {parsed.tag!r}; drop the tag for random weights")
+    weights = (parsed.tag or True) if pretrained else None
+    model = create_model(parsed.name, pretrained=weights, num_classes=num_classes,
+                         in_chans=3 if in_chans is None else in_chans, **kwargs)
+    return model.eval()
 
 
 @functools.lru_cache(maxsize=None)

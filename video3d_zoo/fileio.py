@@ -3,7 +3,9 @@
 :class:`atomic_path` yields a temporary path next to the target and renames it into place when
 the ``with`` block succeeds (and removes it when it fails); :func:`write_text_atomic` and
 :func:`write_json_atomic` are the one-line forms for text and JSON files.  A full disk (or
-quota) while writing is a :class:`~video3d_zoo.errors.DiskFullError` naming the file.
+quota) while writing is a :class:`~video3d_zoo.errors.DiskFullError` naming the file.  :func:`ensure_inside`
+checks that a path built from outside input (a Hub revision, a file name) stays in the folder the
+package owns before anything is written or removed there.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Union
 
-from .errors import DiskFullError
+from .errors import ConfigError, DiskFullError
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
@@ -77,3 +79,20 @@ def write_text_atomic(path: PathLike, text: str) -> Path:
 def write_json_atomic(path: PathLike, data: Any, indent: int = 2) -> Path:
     """Write ``data`` as indented JSON plus a final newline to ``path`` atomically; returns the path."""
     return write_text_atomic(path, json.dumps(data, indent=indent) + "\n")
+
+
+def ensure_inside(path: PathLike, root: PathLike, what: str = "") -> Path:
+    """``path`` with every symlink and ``..`` resolved, if that lies inside ``root`` (resolved too).
+
+    Raises :class:`~video3d_zoo.errors.ConfigError` otherwise, naming both, so that a name taken
+    from outside (a revision such as ``../../x``, a file name, a symlink planted in the folder)
+    never makes the package write, replace or delete a file of someone else's.  Parts of
+    ``path`` that do not exist yet are resolved as written.
+    """
+    real_root = os.path.realpath(os.fspath(root))
+    real = os.path.realpath(os.fspath(path))
+    if os.path.commonpath([real_root, real]) != real_root:
+        label = f"{what}: " if what else ""
+        raise ConfigError(f"{label}{os.fspath(path)} resolves to {real}, outside {real_root}; refused (nothing is "
+                          "written or removed outside that folder)")
+    return Path(real)

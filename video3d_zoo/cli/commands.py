@@ -128,7 +128,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from ..inference.export import export_onnx
 
-    from ..weights.resolve import load_model
+    from ..api import load_model
 
     model = load_model(args.model, pretrained=not args.random_weights)
     spec = model.config.input_spec
@@ -141,10 +141,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _model_from_args(args: argparse.Namespace):
-    """``--model REF`` (any reference :func:`~video3d_zoo.weights.resolve.load_model` reads) or ``--weights PATH``,
+    """``--model REF`` (any reference :func:`~video3d_zoo.api.load_model` reads) or ``--weights PATH``,
     on the requested device, optionally on the fast path."""
     from ..devices import resolve_device
-    from ..weights.resolve import load_model, parse_model_ref
+    from ..api import load_model
+    from ..weights.resolve import parse_model_ref
 
     if bool(args.model) == bool(args.weights):
         raise ConfigError("give exactly one of --model NAME[.TAG] | PATH | hf-hub:ORG/REPO, or --weights PATH")

@@ -60,7 +60,7 @@ def run_demo(out_dir: Optional[str] = None, seed: int = 2026, device: str = "cpu
              progress: bool = False) -> DemoReport:
     """Generate, classify and extract; returns the per-video results (see the module docstring)."""
     from ..devices import resolve_device
-    from ..weights.resolve import load_model
+    from ..api import load_model
 
     model = load_model(DEMO_WEIGHTS).to(resolve_device(device)).eval()
     if out_dir:

@@ -251,7 +251,7 @@ def resolve_model(model: Union[nn.Module, str, Path]) -> nn.Module:
     weights, never a random model), alias, checkpoint path or hf-hub: reference."""
     if isinstance(model, nn.Module):
         return model
-    from ..weights.resolve import load_model
+    from ..api import load_model
 
     return load_model(model)
 
@@ -317,7 +317,7 @@ def evaluate(model: Union[nn.Module, str, Path], data: Any, *, split: Optional[s
 
     Args:
         model: a model (with ``model.config``: labels and input spec) or any reference
-            :func:`video3d_zoo.weights.resolve.load_model` reads (``NAME``, ``NAME.TAG``, alias, path,
+            :func:`video3d_zoo.api.load_model` reads (``NAME``, ``NAME.TAG``, alias, path,
             ``hf-hub:``), always with its pretrained weights.
         data: the data set root (or a list file) read as ``format`` with ``annotations``,
             ``fold`` and ``split`` (see :mod:`.eval_splits`), a

@@ -2,23 +2,26 @@
 
 :func:`download` returns the local path of a manifest entry's converted file:
 
+0. **Names first.**  The repository id, revision and file name are checked
+   (:mod:`~video3d_zoo.weights.hub_names`: huggingface_hub's repo-id validator, git's ref-name
+   rules, a relative file name) before the cache is looked at or a request is sent.
 1. **Cache first, no network.**  If the file of the pinned commit is in the huggingface_hub
    cache it is verified and returned; nothing is sent, also when the Hub is unreachable.
 2. **Offline.**  With ``HF_HUB_OFFLINE=1`` (or ``offline=True``) and no cached copy, a
    :class:`~video3d_zoo.errors.DownloadError` says so; no request is made.
-3. **Metadata check.**  One HEAD request (our own retry policy: ``VIDEO3D_ZOO_HUB_RETRIES``,
-   default 2, and ``HF_HUB_ETAG_TIMEOUT`` seconds, default 10) classifies failures - 404 repo /
-   revision / file, HTTP 5xx, timeout, no connection - into a DownloadError that names the repo,
-   file, revision and endpoint and what to do.  A size or sha256 (ETag) that disagrees with the
-   manifest is refused before any byte is downloaded.
-4. **Download** with ``huggingface_hub.hf_hub_download(revision=<pinned commit>)``: its cache,
-   file locks, atomic moves and progress bar.  The body may not exceed the manifest's size: the
+3. **Metadata check.**  One HEAD request (:mod:`~video3d_zoo.weights.hub_http`: retries and
+   classified failures).  A commit other than the pinned one, a size or a sha256 (ETag) that
+   disagrees with the manifest is refused before any byte is downloaded.
+4. **Download** with ``huggingface_hub.hf_hub_download``: its cache layout, refs, file locks,
+   atomic moves and progress bar, so ``hf cache scan`` / ``hf cache delete`` see the zoo's files.
+   Every path it will write (named from the revision and from what the server announced) is
+   checked to lie inside the cache first.  The body may not exceed the manifest's size: the
    transfer stops at the first chunk past it (an :class:`~video3d_zoo.errors.IntegrityError`) and
    nothing is left in the cache.
 5. **Verify** the full sha256 (hashed in 8 MiB chunks) and size against the manifest.  A
-   mismatch raises :class:`~video3d_zoo.errors.IntegrityError` naming both hashes, after the
-   snapshot link is removed from the cache (and the blob, unless another revision's snapshot
-   links to the same content), so the bad file is never trusted.
+   mismatch raises :class:`~video3d_zoo.errors.IntegrityError` naming both hashes, after the file
+   is removed from the cache with huggingface_hub's cache manager (the blob too, unless another
+   revision's snapshot links to the same content), so the bad file is never trusted.
 
 Environment (read at call time, not import time: huggingface_hub reads its own constants once,
 when it is imported, so the endpoint and cache folder are passed to it explicitly):
@@ -36,18 +39,18 @@ not catch is silent media corruption.  ``VIDEO3D_ZOO_VERIFY=always`` hashes on e
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import time
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from ..errors import DownloadError, IntegrityError
-from ..fileio import write_text_atomic
+from ..fileio import ensure_inside, write_text_atomic
+from .hub_http import head_file
+from .hub_names import check_hub_file, is_commit
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +156,7 @@ def _marker_ok(path: Path, sha256: str) -> bool:
 def _write_marker(path: Path, sha256: str) -> None:
     try:
         key = _stat_key(path)
-        marker = _marker_path(sha256, key["path"])
+        marker = ensure_inside(_marker_path(sha256, key["path"]), assets_dir(), "verified-hash marker")
         write_text_atomic(marker, json.dumps({**key, "sha256": sha256}))
     except OSError as exc:  # a read-only assets folder only costs a re-hash next time
         logger.debug("could not write verified-hash marker: %s", exc)
@@ -175,51 +178,49 @@ def verify_file(path: PathLike, sha256: str, size: int, what: str = "") -> None:
     _write_marker(path, sha256)
 
 
-# -- cache surgery ---------------------------------------------------------------------------------
+# -- the cache: huggingface_hub's layout, read and cleaned through its API ----------------------------
 def _repo_folder(repo_id: str) -> str:
     return "models--" + repo_id.replace("/", "--")
 
 
-def remove_cached(repo_id: str, filename: str, revision: str, cache: Optional[Path] = None) -> None:
-    """Delete a cached file of one commit: its snapshot entry always, and the blob it points to
-    unless another snapshot link of the same repository still uses it (two revisions with the same
-    content share one blob; a wrong sha256 in one manifest entry must not break the other)."""
+def snapshot_commit(path: PathLike, cache: PathLike) -> Optional[str]:
+    """The commit (snapshot folder) a cached file path belongs to, or ``None``."""
+    parts = Path(os.path.relpath(os.path.abspath(path), os.path.abspath(cache))).parts
+    return parts[2] if len(parts) > 3 and parts[1] == "snapshots" else None
+
+
+def remove_cached(repo_id: str, filename: str, revision: str, cache: Optional[PathLike] = None) -> None:
+    """Delete one cached file of commit ``revision`` with huggingface_hub's own cache manager
+    (``scan_cache_dir().delete_files``): its snapshot entry, and its blob unless another snapshot
+    still links to it (two revisions with the same content share one blob; a wrong sha256 in one
+    manifest entry must not break the other).  What ``hf cache scan`` lists, this removes."""
+    from huggingface_hub import scan_cache_dir
+
     cache = Path(cache or cache_dir())
+    try:
+        info = scan_cache_dir(cache)
+    except (OSError, ValueError) as exc:  # CacheNotFound is an OSError: nothing cached, nothing to remove
+        return logger.debug("nothing removed from %s: %s", cache, exc)
+    files = [f for repo in info.repos if repo.repo_id == repo_id and repo.repo_type == "model"
+             for rev in repo.revisions if rev.commit_hash == revision for f in rev.files
+             if f.file_path.relative_to(rev.snapshot_path).as_posix() == filename]
+    for f in files:
+        ensure_inside(f.file_path, cache, "cached file"), ensure_inside(f.blob_path, cache, "cached blob")
+    if files:
+        info.delete_files(*files).execute()
+        return logger.info("removed %s of %s@%s from the huggingface_hub cache %s", filename, repo_id, revision, cache)
+    # A repository folder huggingface_hub's scan calls corrupted (a dangling link, a ref to a missing
+    # snapshot) is not listed: drop the entry and its blob directly, so the bad bytes are not reused.
     storage = cache / _repo_folder(repo_id)
     pointer = storage / "snapshots" / revision / Path(*filename.split("/"))
-    blob = _link_target(pointer) if pointer.is_symlink() else None
-    with contextlib.ExitStack() as stack:
-        if blob is not None:
-            lock_path = cache / ".locks" / _repo_folder(repo_id) / f"{blob.name}.lock"
-            try:
-                from huggingface_hub.utils import WeakFileLock
-
-                lock_path.parent.mkdir(parents=True, exist_ok=True)
-                stack.enter_context(WeakFileLock(str(lock_path)))
-            except (ImportError, OSError):  # pragma: no cover - locking is best effort here
-                pass
-        if pointer.is_symlink() or pointer.exists():
-            pointer.unlink()
-            logger.info("removed %s from the huggingface_hub cache", pointer)
-        if blob is not None and (blob.is_symlink() or blob.exists()):
-            users = _links_to(storage / "snapshots", blob)
-            if users:
-                logger.info("kept %s: still linked from %s", blob, ", ".join(map(str, users[:3])))
-            else:
-                blob.unlink()
-                logger.info("removed %s from the huggingface_hub cache", blob)
-
-
-def _link_target(link: Path) -> Path:
-    target = os.readlink(link)
-    return Path(os.path.normpath(target if os.path.isabs(target) else link.parent / target))
-
-
-def _links_to(snapshots: Path, blob: Path) -> list:
-    """Snapshot symlinks (any revision, any file) that point to ``blob``."""
-    if not snapshots.is_dir():
-        return []
-    return [p for p in snapshots.rglob("*") if p.is_symlink() and _link_target(p) == blob]
+    if not os.path.lexists(pointer):
+        return
+    ensure_inside(pointer.parent, storage, "cached file")
+    target, linked = os.path.realpath(pointer), pointer.is_symlink()
+    pointer.unlink()
+    blobs = os.path.realpath(storage / "blobs")
+    if linked and os.path.commonpath([blobs, target]) == blobs and os.path.isfile(target):
+        os.unlink(target)
 
 
 # -- the download --------------------------------------------------------------------------------
@@ -227,96 +228,70 @@ def _describe(repo_id: str, filename: str, revision: str, where: str) -> str:
     return f"{filename} from {repo_id} at revision {revision} ({where})"
 
 
-def _head(url: str, timeout: float, attempts: int, what: str, where: str):
-    """HEAD the file with our retry policy; translate every failure into a DownloadError."""
-    from huggingface_hub import get_hf_file_metadata
-    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, OfflineModeIsEnabled,
-                                        RepositoryNotFoundError, RevisionNotFoundError)
-
-    delay = 1.0
-    for attempt in range(attempts + 1):
-        last = attempt == attempts
-        try:
-            return get_hf_file_metadata(url, timeout=timeout)
-        except GatedRepoError as exc:
-            raise DownloadError(f"cannot download {what}: the repository is gated; accept its terms on the Hub "
-                                "and log in (HF_TOKEN)") from exc
-        except RevisionNotFoundError as exc:
-            raise DownloadError(
-                f"cannot download {what}: the repository has no such commit. The manifest pins a revision that "
-                "this endpoint does not have (a rewritten history, or a mirror that lacks it): update the "
-                "entry, or point VIDEO3D_ZOO_MANIFEST / HF_ENDPOINT to a matching manifest / mirror") from exc
-        except EntryNotFoundError as exc:
-            raise DownloadError(f"cannot download {what}: the file is not in that commit (HTTP 404); the "
-                                "manifest entry is wrong for this repository") from exc
-        except RepositoryNotFoundError as exc:
-            raise DownloadError(f"cannot download {what}: repository not found (HTTP 404) - it does not "
-                                "exist, or it is private and no valid HF_TOKEN was sent; check HF_ENDPOINT "
-                                "if you use a mirror") from exc
-        except OfflineModeIsEnabled as exc:
-            raise DownloadError(f"cannot download {what}: huggingface_hub is in offline mode (HF_HUB_OFFLINE "
-                                "was set when it was imported) and the file is not in the cache") from exc
-        except HfHubHTTPError as exc:
-            status = getattr(getattr(exc, "response", None), "status_code", None)
-            if status is not None and (status >= 500 or status in (408, 429)) and not last:
-                pass
-            else:
-                raise DownloadError(
-                    f"cannot download {what}: the server answered HTTP {status}"
-                    + (" (a server error; try again later, use a mirror with HF_ENDPOINT, or load a local copy "
-                       "with pretrained='<path>')" if status and status >= 500 else "")
-                    + (f" after {attempts + 1} attempts" if attempts else "")) from exc
-        except Exception as exc:
-            if not (_is_timeout(exc) or _is_network(exc)):
-                raise DownloadError(f"cannot download {what}: {exc.__class__.__name__}: {exc}") from exc
-            if last and _is_timeout(exc):
-                raise DownloadError(
-                    f"cannot download {what}: no answer within {timeout:g} s"
-                    + (f" ({attempts + 1} attempts)" if attempts else "")
-                    + "; check the network or proxy, or raise HF_HUB_ETAG_TIMEOUT") from exc
-            if last:
-                raise DownloadError(f"cannot download {what}: cannot reach {where} ({exc.__class__.__name__}: "
-                                    f"{exc}); check the network, proxy or HF_ENDPOINT, or set HF_HUB_OFFLINE=1 "
-                                    "and use files already in the cache") from exc
-        logger.warning("%s: attempt %d failed, retrying in %.0f s", what, attempt + 1, delay)
-        time.sleep(delay)
-        delay = min(delay * 2, 8.0)
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _class_names(exc: BaseException) -> str:
-    return " ".join(c.__name__ for c in type(exc).__mro__)
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    """A timeout from httpx2 / httpx / requests (checked by class name: no hard HTTP-client import)."""
-    return isinstance(exc, TimeoutError) or "Timeout" in _class_names(exc)
-
-
-def _is_network(exc: BaseException) -> bool:
-    names = _class_names(exc)
-    return isinstance(exc, ConnectionError) or any(
-        n in names for n in ("NetworkError", "ConnectError", "ProxyError", "RemoteProtocolError", "TransportError"))
-
-
-def _is_commit(revision: str) -> bool:
-    return len(revision) == 40 and all(c in "0123456789abcdef" for c in revision)
-
-
 def cached_file(repo_id: str, filename: str, revision: str, cache: Path) -> Optional[str]:
     """Path of ``filename`` at ``revision`` in the huggingface_hub cache, or ``None``.
 
-    A pinned commit (what manifests hold) names its snapshot folder directly, so a warm start
-    does not import huggingface_hub (about 0.15 s of imports, more than the rest of loading a
-    model); branch and tag names go through huggingface_hub's own lookup of ``refs/``.
+    Branch and tag names go through huggingface_hub's own lookup (``try_to_load_from_cache``, which
+    follows the ``refs/`` an earlier online load wrote).  A pinned commit (what manifests hold)
+    names its snapshot folder in huggingface_hub's documented layout, read directly: a warm start
+    then does not import huggingface_hub's download modules (about 0.1 s, more than the rest of
+    loading a model).  Either way the path must resolve inside ``cache``.
     """
-    if _is_commit(revision):
+    check_hub_file(repo_id, filename, revision, f"{repo_id}/{filename}", full=False)
+    if is_commit(revision):
         path = cache / _repo_folder(repo_id) / "snapshots" / revision / Path(*filename.split("/"))
-        return str(path) if path.is_file() else None
-    from huggingface_hub import try_to_load_from_cache
+        found: Any = str(path) if path.is_file() else None
+    else:
+        from huggingface_hub import try_to_load_from_cache
 
-    found = try_to_load_from_cache(repo_id, filename, cache_dir=str(cache), revision=revision)
-    return found if isinstance(found, str) else None
+        found = try_to_load_from_cache(repo_id, filename, cache_dir=str(cache), revision=revision)
+    if not isinstance(found, str):
+        return None
+    ensure_inside(found, cache, f"cached {filename} of {repo_id}")
+    return found
+
+
+def announced_commit(meta: Any, revision: str, what: str) -> str:
+    """The commit the server says ``revision`` is, refused unless it is a commit id and, for a pinned
+    commit, that very commit (a server answering with another would leave the file where a later
+    offline load of the pinned commit never looks)."""
+    commit = getattr(meta, "commit_hash", None)
+    if not is_commit(commit):
+        raise DownloadError(f"cannot download {what}: the server named no commit id for it (got {commit!r}); "
+                            "refused, nothing downloaded")
+    if is_commit(revision) and commit != revision:
+        raise DownloadError(f"cannot download {what}: the server answered the pinned commit {revision} with "
+                            f"commit {commit}; refused, nothing downloaded (a mirror that ignores revisions, or a "
+                            "rewritten history: use a server that has the commit, or update the pin)")
+    return commit
+
+
+def fetch_file(repo_id: str, filename: str, revision: str, *, cache: Path, where: str, timeout: float,
+               limit: int, commit: str, etag: str, what: str) -> Path:
+    """``hf_hub_download`` into ``cache`` (its layout, refs, locks and progress bar), the body capped at
+    ``limit`` bytes.  What it will write (the ref, the snapshot entry, the blob and its lock, named
+    from the revision and from what the server announced) is checked to lie inside ``cache`` first,
+    and the path it returns after."""
+    from huggingface_hub import hf_hub_download
+
+    storage = cache / _repo_folder(repo_id)
+    planned = [storage / "snapshots" / commit / Path(*filename.split("/")), storage / "blobs" / etag,
+               cache / ".locks" / _repo_folder(repo_id) / f"{etag}.lock", storage / "refs" / revision]
+    for path in planned:
+        ensure_inside(path, storage if ".locks" not in path.parts else cache, what)
+    try:
+        found = hf_hub_download(repo_id, filename, revision=revision, cache_dir=str(cache), endpoint=where,
+                                etag_timeout=timeout, library_name="video3d_zoo", library_version=_version(),
+                                tqdm_class=_capped_progress(limit))
+    except OversizeBody as exc:
+        raise IntegrityError(f"{what}: the server sent more than the {limit} bytes the manifest states "
+                             f"({exc.received} received); the transfer was stopped and nothing was kept in the "
+                             f"cache {cache}") from None
+    except Exception as exc:  # every failure of the transfer itself is a DownloadError
+        raise DownloadError(f"cannot download {what}: {exc.__class__.__name__}: {exc}. Nothing was kept in the "
+                            f"cache {cache}; try again") from exc
+    ensure_inside(found, cache, what)
+    return Path(found)
 
 
 def download(location: Any = None, *, repo_id: Optional[str] = None, filename: Optional[str] = None,
@@ -329,7 +304,8 @@ def download(location: Any = None, *, repo_id: Optional[str] = None, filename: O
     ``location`` is a :class:`~video3d_zoo.weights.manifest.HubLocation` (or anything with ``repo_id``,
     ``filename``, ``revision``, ``sha256`` and ``size``); the keyword arguments override it.
     ``cache``, ``endpoint_url``, ``offline``, ``timeout`` and ``attempts`` (retries after the
-    first HEAD) default to the environment, read now (see the module docstring).
+    first HEAD) default to the environment, read now (see the module docstring).  The names are
+    checked (:mod:`~video3d_zoo.weights.hub_names`) before the cache is looked at or a request sent.
     """
     repo_id = repo_id or getattr(location, "repo_id", None)
     filename = filename or getattr(location, "filename", None)
@@ -346,17 +322,9 @@ def download(location: Any = None, *, repo_id: Optional[str] = None, filename: O
     what = _describe(repo_id, filename, revision, where)
 
     # 1. the cache: no network at all
-    cached = cached_file(repo_id, filename, revision, cache)
+    cached = _verified_cached(repo_id, filename, revision, sha256, size, cache, offline, what)
     if cached is not None:
-        try:
-            verify_file(cached, sha256, size, what=f"cached {what}")
-            return Path(cached)
-        except IntegrityError as exc:
-            remove_cached(repo_id, filename, revision, cache)
-            if offline:
-                raise IntegrityError(f"{exc}. The bad copy was removed from the cache {cache}; it cannot be "
-                                     "downloaded again while HF_HUB_OFFLINE is set") from None
-            warnings.warn(f"{exc}; the bad copy was removed from the cache, downloading it again", stacklevel=2)
+        return cached
 
     # 2. offline and not cached
     if offline:
@@ -365,42 +333,58 @@ def download(location: Any = None, *, repo_id: Optional[str] = None, filename: O
             f"{cache}. Run once with network access and the same HF_HOME, copy a filled cache there, or pass "
             "pretrained='<local file or folder>'")
 
-    # 3. metadata: fast, classified errors; size / sha256 checked before downloading
+    # 3. metadata: fast, classified errors; commit, size and sha256 checked before downloading
+    check_hub_file(repo_id, filename, revision, what)
     from huggingface_hub import hf_hub_url
 
-    url = hf_hub_url(repo_id, filename, revision=revision, endpoint=where)
-    meta = _head(url, timeout, attempts, what, where)
-    if meta.size is not None and meta.size != size:
-        raise IntegrityError(f"{what}: the server reports {meta.size} bytes, the manifest expects {size} bytes "
-                             f"(expected sha256 {sha256}); not downloaded")
-    etag = (meta.etag or "").lower()
+    meta = head_file(hf_hub_url(repo_id, filename, revision=revision, endpoint=where), timeout, attempts, what, where)
+    commit, etag = announced_commit(meta, revision, what), normalized_etag(meta)
+    _check_announced(meta.size, etag, size, sha256, what)
+
+    # 4. the download itself, capped at the manifest size; 5. verify the full file, a bad file leaves the cache
+    path = fetch_file(repo_id, filename, revision, cache=cache, where=where, timeout=timeout, limit=size,
+                      commit=commit, etag=etag, what=what)
+    try:
+        verify_file(path, sha256, size, what=what)
+    except IntegrityError as exc:
+        remove_cached(repo_id, filename, snapshot_commit(path, cache) or commit, cache)
+        raise IntegrityError(f"{exc}. The downloaded file was refused and removed from the cache {cache}; "
+                             "nothing was loaded") from None
+    return path
+
+
+def _verified_cached(repo_id: str, filename: str, revision: str, sha256: str, size: int, cache: Path,
+                     offline: bool, what: str) -> Optional[Path]:
+    """The cached copy if it verifies; a bad copy is removed (and, offline, refused)."""
+    cached = cached_file(repo_id, filename, revision, cache)
+    if cached is None:
+        return None
+    try:
+        verify_file(cached, sha256, size, what=f"cached {what}")
+        return Path(cached)
+    except IntegrityError as exc:
+        remove_cached(repo_id, filename, snapshot_commit(cached, cache) or revision, cache)
+        if offline:
+            raise IntegrityError(f"{exc}. The bad copy was removed from the cache {cache}; it cannot be "
+                                 "downloaded again while HF_HUB_OFFLINE is set") from None
+        warnings.warn(f"{exc}; the bad copy was removed from the cache, downloading it again", stacklevel=3)
+    return None
+
+
+def _check_announced(announced_size: Optional[int], etag: str, size: int, sha256: str, what: str) -> None:
+    """Refuse, before any byte is downloaded, a size or sha256 (ETag) the server announces that differs."""
+    if announced_size is not None and announced_size != size:
+        raise IntegrityError(f"{what}: the server reports {announced_size} bytes, the manifest expects {size} "
+                             f"bytes (expected sha256 {sha256}); not downloaded")
     if len(etag) == 64 and all(c in "0123456789abcdef" for c in etag) and etag != sha256:
         raise IntegrityError(f"{what}: sha256 mismatch - expected {sha256}, the server reports {etag}; "
                              "not downloaded")
 
-    # 4. the download itself (huggingface_hub's cache, locks and progress bar), capped at the manifest size
-    from huggingface_hub import hf_hub_download
 
-    try:
-        path = hf_hub_download(repo_id, filename, revision=revision, cache_dir=str(cache), endpoint=where,
-                               etag_timeout=timeout, library_name="video3d_zoo", library_version=_version(),
-                               tqdm_class=_capped_progress(size))
-    except OversizeBody as exc:
-        raise IntegrityError(f"{what}: the server sent more than the {size} bytes the manifest states "
-                             f"({exc.received} received); the transfer was stopped and nothing was kept in the "
-                             f"cache {cache}") from None
-    except Exception as exc:  # every failure of the transfer itself is a DownloadError
-        raise DownloadError(f"cannot download {what}: {exc.__class__.__name__}: {exc}. Nothing was kept in the "
-                            f"cache {cache}; try again") from exc
-
-    # 5. verify the full file; a bad file leaves the cache
-    try:
-        verify_file(path, sha256, size, what=what)
-    except IntegrityError as exc:
-        remove_cached(repo_id, filename, revision, cache)
-        raise IntegrityError(f"{exc}. The downloaded file was refused and removed from the cache {cache}; "
-                             "nothing was loaded") from None
-    return Path(path)
+def normalized_etag(meta: Any) -> str:
+    """The ETag huggingface_hub names the blob after (quotes and a weak ``W/`` dropped), lower case."""
+    etag = (getattr(meta, "etag", None) or "").strip()
+    return (etag[2:] if etag.startswith("W/") else etag).strip('"').lower()
 
 
 class OversizeBody(Exception):
@@ -440,5 +424,5 @@ def _version() -> str:
     return __version__
 
 
-__all__ = ["assets_dir", "cache_dir", "download", "endpoint", "offline_mode", "remove_cached", "sha256_file",
-           "verify_file"]
+__all__ = ["announced_commit", "assets_dir", "cache_dir", "cached_file", "download", "endpoint", "fetch_file",
+           "offline_mode", "remove_cached", "sha256_file", "snapshot_commit", "verify_file"]

@@ -32,12 +32,11 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 from ..errors import Video3DZooError
-from .identity import disagreements  # noqa: F401  (its old home; scripts import it from here)
 from .originals import (ALREADY, INSTALLED, NOT_RELEASED, REFUSED, STATUSES, ImportResult,  # noqa: F401
                         import_original, one_message)
+from .resolve import CHECKPOINT_SUFFIXES
 
 PathLike = Union[str, os.PathLike]
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".tar", ".ckpt", ".bin", ".safetensors")
 
 
 @dataclass

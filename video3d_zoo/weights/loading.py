@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
@@ -26,6 +25,7 @@ from ..errors import CheckpointError, ConfigError, WeightsNotFoundError, Weights
 from ..fileio import atomic_path
 from ..layers import adapt_input_conv
 from ..models.registry import family_of, get_model_spec
+from .resolve import ModelRef, parse_model_ref
 from .tensor_checks import check_finite, check_materialised_size, compact_state_dict, match_dtypes
 
 
@@ -121,22 +121,18 @@ def from_pretrained(source: Union[PathLike, Mapping[str, Any]], num_classes: Opt
     """A ready model (eval mode) from a zoo checkpoint, an original 3D-ResNets-PyTorch checkpoint
     (2017 or 2020 release) or a torchvision video ResNet state dict - no architecture needed.
 
-    ``source`` is a path (file or folder), an already loaded checkpoint object, or an
-    ``hf-hub:ORG/REPO[@REVISION]`` reference to a Hub repository holding a zoo folder.  Weights
+    ``source`` is a path (file or folder), an already loaded checkpoint object, an
+    ``hf-hub:ORG/REPO[@REVISION]`` reference to a Hub repository holding a zoo folder, or a
+    :class:`~video3d_zoo.weights.resolve.ModelRef` of one of those.  Weights
     with NaN / inf or negative running variances are refused unless ``allow_nonfinite=True``.
     ``features_only`` / ``out_indices``: a backbone of stage outputs, as in ``create_model``.
     """
-    hub_ref = None
-    if isinstance(source, str) and source.startswith("hf-hub:"):
-        from .resolve import fetch_hub_folder, parse_model_ref
-
-        hub_ref = parse_model_ref(source)
-        source = fetch_hub_folder(hub_ref.repo_id, hub_ref.revision)
-    model = load_converted(convert_source(source), num_classes=num_classes, in_chans=in_chans,
-                           allow_nonfinite=allow_nonfinite, features_only=features_only, out_indices=out_indices)
-    if hub_ref is not None:
-        model.config = model.config.replace(source=hub_ref.describe())
-    return model
+    ref = None
+    if not isinstance(source, Mapping):
+        ref = source if isinstance(source, ModelRef) else parse_model_ref(source, expect="path")
+    converted = convert_checkpoint(source) if ref is None else _convert_ref(ref)
+    return load_converted(converted, num_classes=num_classes, in_chans=in_chans, allow_nonfinite=allow_nonfinite,
+                          features_only=features_only, out_indices=out_indices)
 
 
 def load_pretrained(name: str, pretrained: Any, num_classes: Optional[int] = None, in_chans: int = 3,
@@ -144,17 +140,21 @@ def load_pretrained(name: str, pretrained: Any, num_classes: Optional[int] = Non
                     features_only: bool = False, out_indices=None) -> nn.Module:
     """The one path from ``create_model(name, pretrained=...)`` to a loaded model.
 
-    ``pretrained`` is a local path (file or folder) or, through the weights manifest,
-    ``True`` (the model's default weights), a tag or an alias.  ``allow_nonfinite``,
-    ``features_only`` and ``out_indices``: see :func:`load_converted`.
+    ``pretrained`` is ``True`` (the model's default weights from the weights manifest) or what
+    :func:`~video3d_zoo.weights.resolve.parse_model_ref` reads with ``expect="tag"``: a tag or
+    alias from the manifest, a local path (file or folder), or ``hf-hub:ORG/REPO[@REVISION]``.
+    ``allow_nonfinite``, ``features_only`` and ``out_indices``: see :func:`load_converted`.
     """
-    if _is_local_path(pretrained):
-        converted = convert_source(pretrained)
+    ref = None if pretrained is True else (
+        pretrained if isinstance(pretrained, ModelRef) else parse_model_ref(pretrained, expect="tag"))
+    if ref is not None and ref.kind in ("path", "hf-hub"):
+        converted = _convert_ref(ref)
     else:
-        converted = fetch_converted(name, pretrained)
+        converted = fetch_converted(name, True if ref is None else ref.tag)
     if converted.config.architecture != name:
-        raise CheckpointError(f"{pretrained!r} holds a {converted.config.architecture} checkpoint, "
-                              f"not {name}; use from_pretrained() to load it as what it is")
+        raise CheckpointError(f"{ref.describe() if ref else 'the default weights'} holds a "
+                              f"{converted.config.architecture} checkpoint, not {name}; use from_pretrained() to "
+                              "load it as what it is")
     if arch_kwargs:
         merged = {**converted.config.arch_kwargs, **arch_kwargs}
         converted.config = converted.config.replace(arch_kwargs=merged)
@@ -162,12 +162,19 @@ def load_pretrained(name: str, pretrained: Any, num_classes: Optional[int] = Non
                           features_only=features_only, out_indices=out_indices)
 
 
-def _is_local_path(value: Any) -> bool:
-    if isinstance(value, os.PathLike):
-        return True
-    if not isinstance(value, str):
-        return False
-    return os.sep in value or value.endswith((".pth", ".pt", ".safetensors", ".bin")) or Path(value).exists()
+def _convert_ref(ref: ModelRef) -> ConvertedCheckpoint:
+    """Read and convert the checkpoint a ``"path"`` or ``"hf-hub"`` reference names (a missing file is
+    a :class:`CheckpointError` from :func:`read_checkpoint`, whatever the entry point)."""
+    if ref.kind == "path":
+        return convert_source(ref.path)
+    if ref.kind != "hf-hub":
+        raise ConfigError(f"{ref.describe()!r} names a model or weights tag, not a checkpoint: load it with "
+                          "load_model() or create_model()")
+    from .hub_repos import fetch_hub_folder
+
+    converted = convert_source(fetch_hub_folder(ref.repo_id, ref.revision))
+    converted.config = converted.config.replace(source=ref.describe())
+    return converted
 
 
 def convert_source(source: Union[PathLike, Mapping[str, Any]]) -> ConvertedCheckpoint:
