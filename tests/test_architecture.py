@@ -217,3 +217,19 @@ def test_environment_variable_names_are_written_once():
         seen.setdefault(value, []).append(module)
     assert {"VIDEO3D_ZOO_MANIFEST", "VIDEO3D_ZOO_HOME"} <= set(seen)
     assert {value: modules for value, modules in seen.items() if len(modules) > 1} == {}
+
+
+def test_one_copy_of_the_manifest_and_of_each_config_in_git():
+    """The top-level weights_manifest.json is the manifest; the package reaches it through a link.
+    Each training config is one file in git (video3d_zoo/configs/); recipes come from one table."""
+    root = PACKAGE.parent
+    tracked = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True).stdout.split()
+    if not tracked:  # not a git checkout (an unpacked sdist): nothing to count
+        return
+    manifests = [p for p in tracked if p.endswith("weights_manifest.json")]
+    packaged = root / "video3d_zoo" / "data" / "weights_manifest.json"
+    assert "weights_manifest.json" in manifests
+    assert all(p == "weights_manifest.json" or (root / p).is_symlink() for p in manifests), manifests
+    assert packaged.resolve() == (root / "weights_manifest.json").resolve()
+    configs = [Path(p).name for p in tracked if p.endswith(".toml") and p != "pyproject.toml"]
+    assert len(configs) == len(set(configs)), f"a config is stored twice: {sorted(configs)}"
