@@ -1,4 +1,4 @@
-"""Test helpers: tiny architecture arguments (from the registry), small inputs, golden case discovery."""
+"""Test helpers: tiny models (arguments from the family contract), small inputs, golden case discovery."""
 
 from __future__ import annotations
 
@@ -12,11 +12,37 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
 GOLDEN_DIRS = [DATA / "golden", ROOT.parent / "shared" / "golden" / "cases"]
 
+
 def tiny_kwargs(name: str) -> dict:
     """Small widths (the family's ``FamilySpec.tiny_kwargs``): every model runs forward + backward fast."""
     from video3d_zoo.models.registry import family_of
 
     return dict(family_of(name).tiny_kwargs or {})
+
+
+def regularisers(name: str) -> tuple:
+    """The regulariser arguments (rates) the family of model ``name`` takes (``FamilySpec.regularisers``)."""
+    from video3d_zoo.models.registry import family_of
+
+    return tuple(family_of(name).regularisers)
+
+
+def build_tiny(name: str, num_classes: int = 5, **kwargs):
+    """Model ``name`` at its family's tiny width, seeded (the same weights on every call)."""
+    import video3d_zoo
+
+    torch.manual_seed(0)
+    return video3d_zoo.create_model(name, num_classes=num_classes, **{**tiny_kwargs(name), **kwargs})
+
+
+def first_model_of_each_family() -> list:
+    """One registered model per family (the first by name)."""
+    from video3d_zoo.models.registry import MODELS
+
+    firsts = {}
+    for name in MODELS.names():
+        firsts.setdefault(MODELS.spec(name).family, name)
+    return sorted(firsts.values())
 
 
 def small_input(model, batch: int = 2, frames: int = 4, size: int = 32) -> torch.Tensor:

@@ -19,14 +19,13 @@ from video3d_zoo.errors import ConfigError
 from video3d_zoo.layers import DropPath, FeatureInfo, FeatureInfoList, drop_path, take_indices
 from video3d_zoo.train.param_groups import group_parameters, param_groups_layer_decay, param_groups_weight_decay
 
-from helpers import small_input, tiny_kwargs
+from helpers import build_tiny, first_model_of_each_family, regularisers, small_input, tiny_kwargs
 
 ALL_MODELS = video3d_zoo.list_models()
 
 
 def build(name, **kwargs):
-    torch.manual_seed(0)
-    model = video3d_zoo.create_model(name, num_classes=kwargs.pop("num_classes", 5), **tiny_kwargs(name), **kwargs)
+    model = build_tiny(name, **kwargs)
     for m in model.modules():  # non-trivial BatchNorm statistics, so folding / eval paths are exercised
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.running_mean.normal_(0, 0.1)
@@ -35,7 +34,7 @@ def build(name, **kwargs):
 
 
 def has_drop_path(name) -> bool:
-    return "drop_path_rate" in architecture_arguments(name)[0]
+    return "drop_path_rate" in regularisers(name)
 
 
 def stage_outputs(model, x):
@@ -71,22 +70,13 @@ class _SavedCounter:
         return self.ctx.__exit__(*exc)
 
 
-def _first_of_each_family():
-    from video3d_zoo.models.registry import get_model_spec
-
-    firsts = {}
-    for name in ALL_MODELS:
-        firsts.setdefault(get_model_spec(name).family, name)
-    return set(firsts.values())
-
-
-BLOCK_GRANULARITY_MODELS = _first_of_each_family()  # block-level checkpointing: one model per family
+BLOCK_GRANULARITY_MODELS = set(first_model_of_each_family())  # block-level checkpointing: one model per family
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_grad_checkpointing_gives_the_plain_gradients_and_running_stats(name):
-    # random masks inside the checkpointed stages: the recompute must draw the same ones
-    kwargs = {"drop_path_rate": 0.2} if has_drop_path(name) else {"block_drop_rate": 0.2}
+    # random masks inside the checkpointed stages (the family's regularisers): the recompute must draw the same ones
+    kwargs = {rate: 0.2 for rate in regularisers(name)}
     plain = build(name, **kwargs).train()
     x = small_input(plain)
     variants = {"off": plain}
@@ -138,18 +128,16 @@ def test_forward_intermediates_equal_the_stages_of_forward_features(name):
         picked = model.forward_intermediates(x, indices=[-3, 0], stop_early=True, intermediates_only=True)
         normed = model.forward_intermediates(x, indices=[-1], norm=True, intermediates_only=True)
     assert torch.equal(final, final_ref)
-    assert len(stages) == len(model.feature_info) == 4
-    for out, ref, info in zip(stages, stages_ref, model.feature_info):
+    assert len(stages) == len(model.feature_info) >= 3
+    for out, ref, info in zip(stages, stages_ref, model.feature_info):  # sizes: test_models.py
         assert torch.equal(out, ref), info.module
-        n, c, t, h, w = out.shape
-        assert c == info.num_chs
-        assert t in (x.shape[2] // info.reduction_t, -(-x.shape[2] // info.reduction_t)), info
-        assert h in (x.shape[3] // info.reduction_hw, -(-x.shape[3] // info.reduction_hw)), info
-    assert [torch.equal(a, b) for a, b in zip(last_two, stages[2:])] == [True, True]
-    assert torch.equal(picked[0], stages[0]) and torch.equal(picked[1], stages[1])
+        assert out.shape[1] == info.num_chs
+    assert [torch.equal(a, b) for a, b in zip(last_two, stages[-2:])] == [True, True]
+    third_last = len(stages) - 3
+    assert torch.equal(picked[0], stages[0]) and torch.equal(picked[1], stages[third_last])
     assert torch.equal(normed[0], final)  # the final norm (DenseNet's norm5 + ReLU) applied to the last stage
     with pytest.raises(ConfigError, match="out of range"):
-        model.forward_intermediates(x, indices=[4])
+        model.forward_intermediates(x, indices=[len(stages)])
 
 
 def test_feature_info_has_timm_accessors_and_stays_a_list():
@@ -195,17 +183,18 @@ def test_features_only_backbone_with_pretrained_weights(name, saved_folders):
     with torch.no_grad():
         _, reference = stage_outputs(full, x)
         outputs = backbone(x)
+    second_last = len(full.feature_info) - 2
     assert isinstance(outputs, list) and len(outputs) == 2
-    for out, ref in zip(outputs, reference[1:3]):
+    for out, ref in zip(outputs, (reference[1], reference[second_last])):
         assert torch.equal(out, ref)
-    assert backbone.features_only and backbone.out_indices == (1, 2)
+    assert backbone.features_only and backbone.out_indices == (1, second_last)
     assert backbone.feature_info.channels() == [o.shape[1] for o in outputs]
-    assert [i.module for i in backbone.feature_info] == [i.module for i in full.feature_info][1:3]
+    assert [i.module for i in backbone.feature_info] == [full.feature_info[i].module for i in (1, second_last)]
     # classifier and the stage after the last output are dropped; every other name is the full model's
     keys, full_keys = set(backbone.state_dict()), set(full.state_dict())
     dropped = full_keys - keys
-    head, last = full.head_name, full.feature_info[3].module
-    pruned = (head,) + full.norm_modules + full._stages[3]  # the classifier, final norm and last stage
+    head, last = full.head_name, full.feature_info[-1].module
+    pruned = (head,) + full.norm_modules + full._stages[-1]  # the classifier, final norm and last stage
     assert keys < full_keys
     assert all(k.startswith(tuple(m + "." for m in pruned)) for k in dropped)
     assert any(k.startswith(head + ".") for k in dropped) and any(k.startswith(last + ".") for k in dropped)
@@ -331,7 +320,7 @@ def test_drop_path_rate(name):
     model = build(name, drop_path_rate=0.3).eval()
     assert model.state_dict().keys() == plain.state_dict().keys()
     rates = [m.drop_prob for m in model.modules() if isinstance(m, DropPath)]
-    blocks = sum(len(getattr(model, f"layer{i}")) for i in range(1, 5))
+    blocks = sum(len(list(model.get_submodule(info.module).children())) for info in model.feature_info)
     assert len(rates) == blocks - 1  # the first block's rate is 0
     assert rates == sorted(rates) and rates[-1] == pytest.approx(0.3)
     x = small_input(model)
@@ -339,6 +328,35 @@ def test_drop_path_rate(name):
         assert torch.equal(model(x), plain(x))  # identity in eval
     with pytest.raises(ConfigError, match="drop_path_rate"):
         build(name, drop_path_rate=1.0)
+
+
+def every_listed_regulariser() -> set:
+    from video3d_zoo.models.registry import list_families
+
+    return {rate for family in list_families() for rate in family.regularisers}
+
+
+@pytest.mark.parametrize("name", first_model_of_each_family())
+def test_a_family_takes_its_regularisers_and_refuses_the_others(name):
+    """``FamilySpec.regularisers`` is true: each is accepted, random in training and the identity in
+    eval (same weights: a rate adds no parameters); a rate another family lists is refused."""
+    own = regularisers(name)
+    for rate in sorted(every_listed_regulariser() - set(own)):
+        with pytest.raises(ConfigError, match=f"create_model\\({name!r}\\).*{rate}"):
+            build(name, **{rate: 0.1})
+    if not own:
+        return
+    assert set(own) <= set(architecture_arguments(name)[0])
+    plain, model = build(name).eval(), build(name, **{rate: 0.5 for rate in own}).eval()
+    x = small_input(model)
+    with torch.no_grad():
+        assert torch.equal(model(x), plain(x))
+        model.train()
+        outputs = []
+        for seed in (1, 2, 1):
+            torch.manual_seed(seed)
+            outputs.append(model(x))
+    assert not torch.equal(outputs[0], outputs[1]) and torch.equal(outputs[0], outputs[2])
 
 
 def test_drop_path_keeps_the_expectation_and_is_refused_by_densenet():
@@ -359,14 +377,15 @@ def test_drop_path_keeps_the_expectation_and_is_refused_by_densenet():
 def test_group_matcher_and_no_weight_decay(name):
     model = build(name)
     names = [n for n, _ in model.named_parameters()]
-    blocks = [len(list(model.get_submodule(i.module).children())) for i in model.feature_info]
+    stages = len(model.feature_info)
+    # a block (or a transition a stage runs first) is a group when it has parameters (not a pool)
+    blocks = sum(1 for i in range(stages) for block in model.stage_blocks(i) if any(True for _ in block.parameters()))
     for coarse in (True, False):
         groups = group_parameters(model, coarse=coarse)
         flat = [n for g in groups for n in g]
         assert sorted(flat) == sorted(names) and len(flat) == len(set(flat))
         assert groups[-1][-1].startswith(model.head_name + ".")
-        transitions = len(model.feature_info) - 1 if model.head_name == "classifier" else 0
-        expected = 1 + (4 if coarse else sum(blocks) + transitions) + 1
+        expected = 1 + (stages if coarse else blocks) + 1  # the stem, the stages or blocks, the head (and norm)
         assert len(groups) == expected, [g[0] for g in groups]
     stem = model.group_matcher()["stem"]
     assert all(not any(n.startswith(i.module + ".") for i in model.feature_info)

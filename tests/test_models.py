@@ -1,4 +1,8 @@
-"""Every registered model, at tiny width: the model interface and its input checks."""
+"""Every registered model, at its family's tiny width: the model interface and its input checks.
+
+Nothing here knows a family: sizes come from each model's ``min_input_size`` and
+``feature_info``, arguments from its ``FamilySpec`` (tests/helpers.py).
+"""
 
 from __future__ import annotations
 
@@ -9,14 +13,14 @@ import video3d_zoo
 from video3d_zoo.errors import InputShapeError
 from video3d_zoo.models.registry import get_model_spec
 
-from helpers import small_input, tiny_kwargs
+from helpers import build_tiny as _build_tiny
+from helpers import small_input
 
 ALL_MODELS = video3d_zoo.list_models()
 
 
 def build_tiny(name: str, **kwargs):
-    torch.manual_seed(0)
-    return video3d_zoo.create_model(name, num_classes=kwargs.pop("num_classes", 7), **tiny_kwargs(name), **kwargs)
+    return _build_tiny(name, num_classes=kwargs.pop("num_classes", 7), **kwargs)
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
@@ -35,20 +39,36 @@ def test_forward_shapes_and_feature_info(name):
     assert model.feature_info[-1].num_chs == model.num_features
 
 
+def stage_shapes(model, shape) -> dict:
+    """Each ``feature_info`` module's output shape for an input of ``shape`` (forward hooks)."""
+    seen = {}
+    handles = [model.get_submodule(info.module).register_forward_hook(
+        lambda m, i, o, key=info.module: seen.__setitem__(key, tuple(o.shape))) for info in model.feature_info]
+    try:
+        with torch.no_grad():
+            model(torch.randn(shape))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
+
+
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_feature_info_matches_every_stage(name):
+    """Channels as stated; the reductions are the strides: a clip longer by the largest reduction
+    gives every stage a map longer by exactly (that / its reduction), whatever the padding and
+    kernels (C3D's fc6 shrinks the map by its 1x4x4 kernel, pool5 pads it)."""
     model = build_tiny(name).eval()
-    seen = {}
-    for info in model.feature_info:
-        module = model.get_submodule(info.module)
-        module.register_forward_hook(lambda m, i, o, key=info.module: seen.__setitem__(key, o.shape))
-    with torch.no_grad():
-        model(torch.randn(1, 3, 32, 64, 64))
-    for info in model.feature_info:
-        _, chs, t, h, w = seen[info.module]
-        assert chs == info.num_chs
-        assert t in (32 // info.reduction_t, -(-32 // info.reduction_t)), info
-        assert h in (64 // info.reduction_s, -(-64 // info.reduction_s)) and w == h, info
+    info = model.feature_info
+    mt, ms, _ = model.min_input_size
+    big_t, big_s = max(i.reduction_t for i in info), max(i.reduction_s for i in info)
+    small = stage_shapes(model, (1, 3, mt, ms, ms))
+    large = stage_shapes(model, (1, 3, mt + big_t, ms + big_s, ms + big_s))
+    for i in info:
+        _, chs, t, h, w = small[i.module]
+        assert chs == i.num_chs and h == w, i
+        _, _, t2, h2, w2 = large[i.module]
+        assert (t2 - t, h2 - h, w2 - w) == (big_t // i.reduction_t, big_s // i.reduction_s, big_s // i.reduction_s), i
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)

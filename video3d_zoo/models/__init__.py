@@ -10,6 +10,7 @@ from . import preact_resnet3d  # noqa: F401
 from . import densenet3d  # noqa: F401
 from . import r2plus1d  # noqa: F401
 from . import torchvision_video  # noqa: F401
+from . import c3d  # noqa: F401
 from .densenet3d import DenseNet3d
 from .preact_resnet3d import PreActResNet3d
 from .r2plus1d import R2Plus1d

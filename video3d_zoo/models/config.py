@@ -190,9 +190,23 @@ def input_preset(name: str) -> InputSpec:
         raise ConfigError(f"unknown input preset {name!r}; known: {sorted(INPUT_PRESETS)}") from None
 
 
+def as_tuples(value: Any) -> Any:
+    """``value`` with every list (at any depth) a tuple.  JSON has only lists and builders take
+    tuples, so an architecture argument compares equal before ``config.json`` and after it."""
+    if isinstance(value, (list, tuple)):
+        return tuple(as_tuples(v) for v in value)
+    if isinstance(value, Mapping):
+        return {k: as_tuples(v) for k, v in value.items()}
+    return value
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything needed to rebuild a model and feed it: stored as ``config.json``."""
+    """Everything needed to rebuild a model and feed it: stored as ``config.json``.
+
+    Sequences in ``arch_kwargs`` are kept as tuples (:func:`as_tuples`), so a config saved and
+    loaded back compares equal to the original.
+    """
 
     architecture: str
     num_classes: int
@@ -217,7 +231,7 @@ class ModelConfig:
         if bad:
             raise ConfigError(f"{', '.join(bad)}: expected a finite number, got NaN or infinity")
         check_arch_sizes(self.arch_kwargs)
-        object.__setattr__(self, "arch_kwargs", dict(self.arch_kwargs))
+        object.__setattr__(self, "arch_kwargs", {k: as_tuples(v) for k, v in self.arch_kwargs.items()})
         if isinstance(self.input_spec, Mapping):
             object.__setattr__(self, "input_spec", InputSpec.from_dict(self.input_spec))
         elif not isinstance(self.input_spec, InputSpec):

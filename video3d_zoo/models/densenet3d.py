@@ -193,5 +193,6 @@ def _read_densenet(sd) -> LayoutReading:
 
 register_family(FamilySpec(
     name="densenet3d", title="3D DenseNet", stem_conv="features.conv1", classifier="classifier",
-    tiny_kwargs={"growth_rate": 4, "num_init_features": 8, "bn_size": 2}, recognise=_is_densenet,
+    tiny_kwargs={"growth_rate": 4, "num_init_features": 8, "bn_size": 2}, regularisers=("block_drop_rate",),
+    recognise=_is_densenet,
     read_layout=_read_densenet, arch_names=("densenet",)))

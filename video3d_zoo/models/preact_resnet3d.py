@@ -157,5 +157,6 @@ def _read_preact(sd) -> LayoutReading:
 
 register_family(FamilySpec(
     name="preact_resnet3d", title="Pre-activation 3D ResNet", stem_conv="conv1", classifier="fc",
-    tiny_kwargs={"widen_factor": 0.125}, recognise=_is_preact, read_layout=_read_preact,
+    tiny_kwargs={"widen_factor": 0.125}, regularisers=("drop_path_rate",),
+    recognise=_is_preact, read_layout=_read_preact,
     arch_names=("preresnet",)))

@@ -232,5 +232,6 @@ def _read_r2plus1d(sd) -> LayoutReading:
 
 register_family(FamilySpec(
     name="r2plus1d", title="R(2+1)D (2020 3D-ResNets-PyTorch)", stem_conv="conv1_s", classifier="fc",
-    tiny_kwargs={"widen_factor": 0.125}, recognise=_is_r2plus1d, read_layout=_read_r2plus1d,
+    tiny_kwargs={"widen_factor": 0.125}, regularisers=("drop_path_rate",),
+    recognise=_is_r2plus1d, read_layout=_read_r2plus1d,
     arch_names=("resnet2p1d",)))

@@ -324,13 +324,13 @@ def _read_resnet_family(sd, family: str) -> LayoutReading:
 
 register_family(FamilySpec(
     name="resnet3d", title="3D ResNet", stem_conv="conv1", classifier="fc",
-    tiny_kwargs={"widen_factor": 0.125}, recognise=_is_resnet,
+    tiny_kwargs={"widen_factor": 0.125}, regularisers=("drop_path_rate",), recognise=_is_resnet,
     read_layout=lambda sd: _read_resnet_family(sd, "resnet3d"), arch_names=("resnet",)))
 register_family(FamilySpec(
     name="wide_resnet3d", title="Wide 3D ResNet", stem_conv="conv1", classifier="fc",
-    tiny_kwargs={"widen_factor": 0.125}, recognise=_is_wide_resnet,
+    tiny_kwargs={"widen_factor": 0.125}, regularisers=("drop_path_rate",), recognise=_is_wide_resnet,
     read_layout=lambda sd: _read_resnet_family(sd, "wide_resnet3d"), arch_names=("wideresnet",)))
 register_family(FamilySpec(
     name="resnext3d", title="3D ResNeXt", stem_conv="conv1", classifier="fc",
-    tiny_kwargs={"widen_factor": 0.25}, recognise=_is_resnext,
+    tiny_kwargs={"widen_factor": 0.25}, regularisers=("drop_path_rate",), recognise=_is_resnext,
     read_layout=lambda sd: _read_resnet_family(sd, "resnext3d"), arch_names=("resnext",)))

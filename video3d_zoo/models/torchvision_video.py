@@ -67,5 +67,5 @@ def _read_torchvision(sd) -> LayoutReading:
 
 register_family(FamilySpec(
     name="torchvision_video", title="torchvision video ResNets", stem_conv=("conv1", "conv1_s"),
-    classifier="fc", tiny_kwargs={"widen_factor": 0.125}, recognise=_is_torchvision_net,
-    read_layout=_read_torchvision, layouts=(TORCHVISION,)))
+    classifier="fc", tiny_kwargs={"widen_factor": 0.125}, regularisers=("drop_path_rate",),
+    recognise=_is_torchvision_net, read_layout=_read_torchvision, layouts=(TORCHVISION,)))
