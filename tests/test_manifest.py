@@ -383,6 +383,16 @@ def test_a_good_manifest_parses():
     assert m.entries[0].to_config().labels == ("a", "b", "c")
 
 
+def test_list_arguments_compare_equal_to_a_built_models_config():
+    """JSON lists become tuples as in ModelConfig, so an entry and a model's config agree on them."""
+    entry = parse_manifest(_manifest(_good_entry(arch_kwargs={"block_inplanes": [8, 16, 32, 64]}))).entries[0]
+    assert entry.arch_kwargs == {"block_inplanes": (8, 16, 32, 64)}
+    config = entry.to_config()
+    assert config.arch_kwargs == entry.arch_kwargs
+    assert dict(config.arch_kwargs) == dict(entry.arch_kwargs)  # what identity, import and publish compare
+    assert json.loads(json.dumps(entry.to_dict()))["arch_kwargs"] == {"block_inplanes": [8, 16, 32, 64]}
+
+
 def test_labels_by_packaged_list_name_resolve_and_round_trip():
     from video3d_zoo.weights.labels import load_label_set
 

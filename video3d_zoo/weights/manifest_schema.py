@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 from ..errors import UnknownModelError, WeightsNotFoundError
-from ..models.config import InputSpec, ModelConfig
+from ..models.config import InputSpec, ModelConfig, as_tuples
 from ..models.layout import LAYOUTS
 from ..models.registry import MODELS, get_model_spec
 
@@ -241,7 +241,7 @@ class WeightsEntry(Record):
     default: bool = _json_field(JsonField("true or false", lambda v: isinstance(v, bool)), default=False)
     description: Optional[str] = text(omit_empty=True)
     arch_kwargs: Mapping[str, Any] = _json_field(JsonField("an object", lambda v: isinstance(v, Mapping),
-                                                           nullable=False, convert=dict, problems=_finite_kwargs),
+                                                           nullable=False, convert=as_tuples, problems=_finite_kwargs),
                                                  factory=dict)
     dataset: Optional[Dataset] = record(Dataset)
     num_classes: int = integer(1, required=True)
