@@ -142,7 +142,7 @@ def test_same_stem_different_extension_gives_two_files_with_full_records(model, 
     ("other weights", [], "weights_digest"),
     ("layer", ["--layer", "logits"], "layer"),
     ("clip length", ["--clip-len", "4"], "clip_protocol"),
-    ("fast path", ["--fast"], "inference_options"),
+    ("fast path off", ["--no-fast"], "inference_options"),  # the fast path is the default
     ("source edited", [], "source size/mtime_ns/digest"),
     ("older format", [], "no provenance record"),
 ])
