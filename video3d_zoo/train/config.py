@@ -25,11 +25,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
 from ..errors import TrainConfigError
-# the schema and the resume check are re-exported: they lived here before config_schema.py / config_changes.py
-from .config_changes import config_changes, describe_changes, flatten  # noqa: F401
-from .config_schema import (CHOICES, NON_NEGATIVE, POSITIVE, RESUME_SAFE, UNIT_INTERVAL, upper_bounds,  # noqa: F401
-                            DataSection, FinetuneSection, ModelSection, OptimSection, OutputSection,
-                            ScheduleSection, SyntheticSection, TrainConfig, TrainSection)
+from .config_schema import CHOICES, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, TrainConfig, upper_bounds
 
 
 def _import_toml():
