@@ -71,22 +71,34 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _clip_shape(name: str, frames: Optional[int], size: Optional[int], batch: int = 1):
-    """``(frames, size)`` given, or the input preset's of the registered model ``name``; refused when a batch of
-    such clips would not fit in memory."""
+    """``(frames, size)`` given, or the input spec of the weights ``name`` (``model.tag``) or of the registered
+    model ``name``; refused when a batch of such clips would not fit in memory."""
     from ..models.config import input_preset
     from ..models.registry import get_model_spec
 
-    spec = input_preset(get_model_spec(name).input_preset)
+    spec = (_weights_of(name).config.input_spec if "." in name
+            else input_preset(get_model_spec(name).input_preset))
     frames, size = frames or spec.frames, size or spec.crop_size
     limits.check_clip_memory(batch, frames, size)
     return frames, size
+
+
+def _weights_of(name: str):
+    from ..weights.catalog import get_weights
+
+    return get_weights(name)
 
 
 def _print_info(name: str, args: argparse.Namespace, one_json: bool) -> None:
     from ..inference.profile import profile
 
     frames, size = _clip_shape(name, args.frames, args.size)
-    result = profile(name, frames=frames, size=size, init_weights=False)
+    if "." in name:  # model.tag: the architecture and head the weights load with (no weights read)
+        config = _weights_of(name).config
+        result = profile(config.architecture, frames=frames, size=size, init_weights=False,
+                         num_classes=config.num_classes, **dict(config.arch_kwargs))
+    else:
+        result = profile(name, frames=frames, size=size, init_weights=False)
     if args.json:  # one model: an indented object; several: one object per line
         print(json.dumps({"model": name, **result.to_dict()}, indent=2 if one_json else None), flush=True)
         return
@@ -179,7 +191,9 @@ def _add_clip_args(p: argparse.ArgumentParser) -> None:
 @command("extract")
 def _cmd_extract(args: argparse.Namespace) -> int:
     from ..jobs.extract import run_extraction
+    from ..jobs.extract_plan import check_inputs_exist
 
+    check_inputs_exist(args.inputs)  # a typo is one line before the model loads
     model = _model_from_args(args)
     summary = run_extraction(model, args.inputs, args.output, layer=args.layer, clip_len=args.clip_len,
                              stride=args.stride, last=args.last, fps=args.fps, batch_size=args.batch_size,

@@ -1,0 +1,63 @@
+"""Findings of a QA pass over the command line (bad input as users give it), each a regression test."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from video3d_zoo.cli.commands import main
+from video3d_zoo.errors import VideoDecodeError
+from video3d_zoo.io.decode import probe_video
+from videos import write_video
+
+
+def _one_error_line(err: str, command: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"video3d-zoo {command}: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_extract_refuses_a_mistyped_input_before_any_work(tmp_path, capsys):
+    video = write_video(tmp_path / "ok.mp4", 8).path
+    out = tmp_path / "features"
+    rc = main(["extract", str(video), str(tmp_path / "typo.mp4"), "-o", str(out), "--model",
+               "resnet3d_10.synthetic_motion", "--device", "cpu", "--quiet"])
+    line = _one_error_line(capsys.readouterr().err, "extract")
+    assert rc == 2 and "no such file or folder" in line and "typo.mp4" in line
+    assert not out.exists()  # nothing created, no model loaded
+
+
+def test_an_unreadable_video_names_ffmpegs_reason_without_its_errno(tmp_path):
+    noise = tmp_path / "noise.mp4"
+    noise.write_bytes(os.urandom(3000))
+    with pytest.raises(VideoDecodeError) as info:
+        probe_video(noise)
+    message = str(info.value)
+    assert "cannot be opened as a video (Invalid data found when processing input)" in message
+    assert "Errno" not in message and message.count(str(noise)) == 1
+
+
+def test_info_takes_weights_names_and_uses_their_input_and_head(capsys):
+    assert main(["info", "resnet3d_10.synthetic_motion", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["model"] == "resnet3d_10.synthetic_motion"
+    from video3d_zoo import get_weights
+
+    spec = get_weights("resnet3d_10.synthetic_motion").config.input_spec
+    assert result["input_shape"] == [1, 3, spec.frames, spec.crop_size, spec.crop_size]
+    assert main(["info", "resnet3d_10.no_such_tag"]) == 2
+    assert "no weights 'no_such_tag'" in _one_error_line(capsys.readouterr().err, "info")
+
+
+@pytest.mark.parametrize("shape", [(0, 32, 32, 3), (4, 0, 32, 3), (0, 3, 32, 32), (2, 0, 8, 8, 3)])
+def test_transforms_refuse_an_empty_clip(shape):
+    import numpy as np
+
+    from video3d_zoo import get_weights
+    from video3d_zoo.errors import InputShapeError
+
+    with pytest.raises(InputShapeError, match="no frames or an empty frame"):
+        get_weights("resnet3d_10.synthetic_motion").transforms()(np.zeros(shape, np.uint8))
