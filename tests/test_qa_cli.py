@@ -61,3 +61,15 @@ def test_transforms_refuse_an_empty_clip(shape):
 
     with pytest.raises(InputShapeError, match="no frames or an empty frame"):
         get_weights("resnet3d_10.synthetic_motion").transforms()(np.zeros(shape, np.uint8))
+
+
+def test_load_features_of_one_file_that_is_not_a_feature_file_says_so(tmp_path):
+    from video3d_zoo import load_features
+    from video3d_zoo.errors import DataError
+
+    video = write_video(tmp_path / "clip.mp4", 4).path
+    with pytest.raises(DataError, match="not a feature file"):
+        load_features(video)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="junk.npz"):
+        load_features(tmp_path / "junk.npz")
