@@ -73,3 +73,26 @@ def test_load_features_of_one_file_that_is_not_a_feature_file_says_so(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(DataError, match="junk.npz"):
         load_features(tmp_path / "junk.npz")
+
+
+@pytest.mark.parametrize("name,text,reason", [
+    ("deep.json", "[" * 100_000 + "]" * 100_000, "nested more than"),
+    ("deep.toml", "a = " + "[" * 100_000 + "]" * 100_000 + "\n", "nested too deep"),
+    ("nan.json", '{"data": {"format": "synthetic", "root": "x"}, "optim": {"lr": NaN}}', "every number must be finite"),
+])
+def test_a_training_config_too_deep_or_with_nan_literals_is_one_line(tmp_path, capsys, name, text, reason):
+    (tmp_path / name).write_text(text)
+    assert main(["train", str(tmp_path / name), "--print-config"]) == 2
+    assert reason in _one_error_line(capsys.readouterr().err, "train")
+
+
+def test_training_epochs_have_an_upper_bound(capsys):
+    assert main(["train", "synthetic_r3d", "--set", "train.epochs=1e9", "--print-config"]) == 2
+    assert "train.epochs = 1000000000: must be at most 10000" in _one_error_line(capsys.readouterr().err, "train")
+
+
+@pytest.mark.parametrize("argv", [["list", "zzz*"], ["list", "--pretrained", "zzz*"], ["list-pretrained", "zzz*"],
+                                  ["list-pretrained", "--names", "zzz*"]])
+def test_a_list_pattern_that_matches_nothing_says_so(capsys, argv):
+    assert main(argv) == 2
+    assert "zzz*" in _one_error_line(capsys.readouterr().err, argv[0])

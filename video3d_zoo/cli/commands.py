@@ -50,12 +50,16 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from ..models.registry import list_models
     from ..weights.listing import format_table, pretrained_rows
 
-    if args.pretrained:
-        print(format_table(pretrained_rows(args.pattern)))
-        return 0
-    for name in list_models(args.pattern, include_aliases=args.aliases):
-        print(name)
+    rows = pretrained_rows(args.pattern) if args.pretrained else list_models(args.pattern, include_aliases=args.aliases)
+    if not rows and args.pattern:  # a pattern that matches nothing is a typo, not an empty zoo
+        _no_match(args.pattern, args.pretrained)
+    print(format_table(rows) if args.pretrained else "\n".join(rows))
     return 0
+
+
+def _no_match(pattern: str, pretrained: bool) -> None:
+    what = "pretrained weights match" if pretrained else "registered model matches"
+    raise ConfigError(f"no {what} {pattern!r} (video3d-zoo list{' --pretrained' * pretrained} lists them all)")
 
 
 @command("info")
@@ -243,6 +247,8 @@ def _cmd_list_pretrained(args: argparse.Namespace) -> int:
     from ..weights.listing import format_table, pretrained_rows
     from ..weights.manifest import list_pretrained
 
+    if args.pattern and not list_pretrained(args.pattern):
+        _no_match(args.pattern, True)
     if args.names:
         print("\n".join(list_pretrained(args.pattern)))
         return 0
