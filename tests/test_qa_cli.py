@@ -20,14 +20,17 @@ def _one_error_line(err: str, command: str) -> str:
     return lines[0]
 
 
-def test_extract_refuses_a_mistyped_input_before_any_work(tmp_path, capsys):
+@pytest.mark.parametrize("command", ["extract", "classify"])
+def test_a_mistyped_input_is_refused_before_any_work(tmp_path, capsys, command):
     video = write_video(tmp_path / "ok.mp4", 8).path
     out = tmp_path / "features"
-    rc = main(["extract", str(video), str(tmp_path / "typo.mp4"), "-o", str(out), "--model",
-               "resnet3d_10.synthetic_motion", "--device", "cpu", "--quiet"])
-    line = _one_error_line(capsys.readouterr().err, "extract")
+    extra = ["-o", str(out), "--quiet"] if command == "extract" else []
+    rc = main([command, str(video), str(tmp_path / "typo.mp4"), "--model", "resnet3d_10.synthetic_motion",
+               "--device", "cpu", *extra])
+    captured = capsys.readouterr()
+    line = _one_error_line(captured.err, command)
     assert rc == 2 and "no such file or folder" in line and "typo.mp4" in line
-    assert not out.exists()  # nothing created, no model loaded
+    assert not out.exists() and captured.out == ""  # nothing created, nothing classified
 
 
 def test_an_unreadable_video_names_ffmpegs_reason_without_its_errno(tmp_path):
@@ -96,3 +99,13 @@ def test_training_epochs_have_an_upper_bound(capsys):
 def test_a_list_pattern_that_matches_nothing_says_so(capsys, argv):
     assert main(argv) == 2
     assert "zzz*" in _one_error_line(capsys.readouterr().err, argv[0])
+
+
+def test_an_eager_rerun_with_another_batch_size_skips_up_to_date_files(tmp_path, capsys):
+    video = write_video(tmp_path / "ok.mp4", 8).path
+    argv = ["extract", str(video), "-o", str(tmp_path / "out"), "--model", "resnet3d_10.synthetic_motion",
+            "--device", "cpu", "--quiet"]
+    assert main([*argv, "--batch-size", "5"]) == 0
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "0 extracted (0 new, 0 recomputed), 1 up to date (skipped)" in capsys.readouterr().out

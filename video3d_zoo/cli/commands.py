@@ -212,8 +212,10 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 @command("classify")
 def _cmd_classify(args: argparse.Namespace) -> int:
     from ..jobs.classify import run_classify
+    from ..jobs.extract_plan import check_inputs_exist
     from ..jobs.features import classify_video
 
+    check_inputs_exist(args.inputs)  # as extract: a typo is one line before the model loads
     model = _model_from_args(args)
 
     def classify(video):
