@@ -109,3 +109,11 @@ def test_an_eager_rerun_with_another_batch_size_skips_up_to_date_files(tmp_path,
     capsys.readouterr()
     assert main(argv) == 0
     assert "0 extracted (0 new, 0 recomputed), 1 up to date (skipped)" in capsys.readouterr().out
+
+
+def test_load_features_of_an_empty_string_is_refused_not_the_working_directory():
+    from video3d_zoo import load_features
+    from video3d_zoo.errors import DataError
+
+    with pytest.raises(DataError, match="empty string"):
+        load_features("")

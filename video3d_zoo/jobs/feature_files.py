@@ -159,6 +159,8 @@ def load_features(folder: PathLike, *, strict: bool = False) -> FeatureSet:
     listed in ``skipped`` (``strict=True``: a :class:`DataError` for the first).  A missing folder, or one with
     no ``.npz`` at all, is a :class:`DataError`.
     """
+    if not str(folder).strip():  # Path("") is the working directory: never what an empty setting meant
+        raise DataError("load_features: the folder is an empty string")
     root = Path(folder)
     if root.is_file():  # one file named: its problem is the answer, not an empty set
         if root.suffix.lower() != ".npz":
