@@ -215,8 +215,8 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     from ..jobs.extract_plan import check_inputs_exist
     from ..jobs.features import classify_video
 
-    check_inputs_exist(args.inputs)  # as extract: a typo is one line before the model loads
-    model = _model_from_args(args)
+    model = _model_from_args(args)  # first: a bad model reference is reported whatever the videos
+    check_inputs_exist(args.inputs)  # as extract: a typo is one line, not a failure among the results
 
     def classify(video):
         return classify_video(model, video, topk=args.topk, clip_len=args.clip_len, stride=args.stride,
