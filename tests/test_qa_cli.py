@@ -117,3 +117,15 @@ def test_load_features_of_an_empty_string_is_refused_not_the_working_directory()
 
     with pytest.raises(DataError, match="empty string"):
         load_features("")
+
+
+def test_a_config_json_integer_of_thousands_of_digits_is_one_plain_line(tmp_path, capsys):
+    from video3d_zoo import create_model, save_pretrained
+
+    folder = tmp_path / "model"
+    save_pretrained(create_model("resnet3d_10", num_classes=2, widen_factor=0.125), folder)
+    (folder / "config.json").write_text('{"architecture": "resnet3d_10", "num_classes": ' + "9" * 5000 + "}")
+    video = write_video(tmp_path / "ok.mp4", 8).path
+    assert main(["classify", str(video), "--model", str(folder), "--device", "cpu"]) == 2
+    line = _one_error_line(capsys.readouterr().err, "classify")
+    assert "thousands of digits" in line and "set_int_max_str_digits" not in line
