@@ -30,7 +30,7 @@ def test_a_mistyped_input_is_refused_before_any_work(tmp_path, capsys, command):
     captured = capsys.readouterr()
     line = _one_error_line(captured.err, command)
     assert rc == 2 and "no such file or folder" in line and "typo.mp4" in line
-    assert not out.exists() and captured.out == ""  # nothing created, nothing classified
+    assert not out.exists() and captured.out == ""  # no output folder made, nothing classified
 
 
 def test_an_unreadable_video_names_ffmpegs_reason_without_its_errno(tmp_path):

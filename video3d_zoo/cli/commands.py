@@ -197,8 +197,8 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     from ..jobs.extract import run_extraction
     from ..jobs.extract_plan import check_inputs_exist
 
-    check_inputs_exist(args.inputs)  # a typo is one line before the model loads
-    model = _model_from_args(args)
+    model = _model_from_args(args)  # first, as every command: a bad model is reported whatever the videos
+    check_inputs_exist(args.inputs)  # a typo is one line before the output folder is made
     summary = run_extraction(model, args.inputs, args.output, layer=args.layer, clip_len=args.clip_len,
                              stride=args.stride, last=args.last, fps=args.fps, batch_size=args.batch_size,
                              workers=args.workers, shard=args.shard, overwrite=args.overwrite,
