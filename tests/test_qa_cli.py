@@ -129,3 +129,25 @@ def test_a_config_json_integer_of_thousands_of_digits_is_one_plain_line(tmp_path
     assert main(["classify", str(video), "--model", str(folder), "--device", "cpu"]) == 2
     line = _one_error_line(capsys.readouterr().err, "classify")
     assert "thousands of digits" in line and "set_int_max_str_digits" not in line
+
+
+def test_a_save_that_fails_on_a_full_disk_leaves_no_empty_folder_of_its_own(tmp_path, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    from video3d_zoo import create_model, save_pretrained
+
+    model = create_model("resnet3d_10", num_classes=2, widen_factor=0.125)
+    real = Path.write_text
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(OSError, match="No space left"):
+        save_pretrained(model, tmp_path / "new" / "model")
+    assert not (tmp_path / "new" / "model").exists()
+    (tmp_path / "mine").mkdir()  # a folder the user made stays
+    with pytest.raises(OSError):
+        save_pretrained(model, tmp_path / "mine")
+    monkeypatch.setattr(Path, "write_text", real)
+    assert (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())
