@@ -56,9 +56,9 @@ def main(argv=None) -> int:
     from video3d_zoo import create_model
     from video3d_zoo.models.config import InputSpec
     from video3d_zoo.jobs.synthetic import make_synthetic
-    from video3d_zoo.train.data import (ShardedBatchSampler, TrainClips, collate_train, make_sampling,
-                                        read_folder, worker_init)
-    from video3d_zoo.train.config import DataSection
+    from video3d_zoo.train.config_schema import DataSection
+    from video3d_zoo.train.data import ShardedBatchSampler, TrainClips, collate_train, make_sampling, worker_init
+    from video3d_zoo.train.readers import read_folder
 
     if args.threads:
         torch.set_num_threads(args.threads)

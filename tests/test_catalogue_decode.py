@@ -13,7 +13,8 @@ import pytest
 from videos import write_video
 from video3d_zoo.cli import commands as cli
 from video3d_zoo.models.config import input_preset
-from video3d_zoo.train.data import ClipSampling, TrainClips, VideoItem, VideoList
+from video3d_zoo.train.data import ClipSampling, TrainClips
+from video3d_zoo.train.videolist import VideoItem, VideoList
 
 MODEL = "resnet3d_10.synthetic_motion"
 

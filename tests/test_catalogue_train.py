@@ -21,6 +21,7 @@ from video3d_zoo.jobs.synthetic import make_synthetic
 from video3d_zoo.train import TrainConfigError, load_config, train
 from video3d_zoo.train import config as config_mod
 from video3d_zoo.train.checkpoint import load_checkpoint
+from video3d_zoo.train.config_changes import config_changes, describe_changes
 from video3d_zoo.train.guard import NAN_ENV, DivergenceGuard, nonfinite_names
 from video3d_zoo.cli.commands import main as cli_main
 
@@ -271,17 +272,20 @@ def test_resume_with_accepted_changes_continues_with_the_new_values(run_copy, ca
     assert "config changes (accepted): optim.weight_decay: 0.0001 -> 0.001, train.epochs: 1 -> 2" in err
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert state["epoch"] == 2 and json.loads(state["config"])["optim"]["weight_decay"] == 0.001
-    assert state["optimizer"]["param_groups"][0]["weight_decay"] == 0.001  # the change took effect
+    decays = {g.get("group_name", ""): g["weight_decay"] for g in state["optimizer"]["param_groups"]}
+    # the change took effect on the decayed group; norms and biases (the model's no_weight_decay) stay at 0
+    assert 0.001 in decays.values() and all(v in (0.0, 0.001) for v in decays.values()), decays
+    assert all(v == 0.0 for name, v in decays.items() if name.endswith("no_decay")), decays
     assert (run / "log.csv").read_text().count("\n") == 3  # header + 2 epochs
 
 
 def test_resume_safe_keys_and_missing_config():
     old = load_config({"data": {"format": "synthetic", "root": "x"}})
     new = load_config(old, ["train.progress=false", "data.num_workers=2", "output.overwrite=true"])
-    assert config_mod.config_changes(old.to_json(), new) == []
-    assert config_mod.config_changes(None, new)[0][0] == "config"
-    changed = config_mod.config_changes(old.to_json(), load_config(old, ["model.arch_kwargs={w = 1}"]))
-    assert config_mod.describe_changes(changed) == "model.arch_kwargs.w: (absent) -> 1"
+    assert config_changes(old.to_json(), new) == []
+    assert config_changes(None, new)[0][0] == "config"
+    changed = config_changes(old.to_json(), load_config(old, ["model.arch_kwargs={w = 1}"]))
+    assert describe_changes(changed) == "model.arch_kwargs.w: (absent) -> 1"
 
 
 # -- tomllib / tomli ----------------------------------------------------------------------------------

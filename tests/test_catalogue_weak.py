@@ -395,9 +395,10 @@ def test_a_folder_search_takes_ts_videos_and_names_what_it_skipped(weights, vide
 def test_the_package_has_one_list_of_video_extensions():
     from video3d_zoo.io import VIDEO_EXTENSIONS
     from video3d_zoo.jobs import extract_plan
-    from video3d_zoo.train import videolist
+    from video3d_zoo.train import annotations, readers
 
-    assert extract_plan.VIDEO_EXTENSIONS is VIDEO_EXTENSIONS and videolist.VIDEO_EXTENSIONS is VIDEO_EXTENSIONS
+    assert extract_plan.VIDEO_EXTENSIONS is VIDEO_EXTENSIONS
+    assert annotations.VIDEO_EXTENSIONS is VIDEO_EXTENSIONS and readers.VIDEO_EXTENSIONS is VIDEO_EXTENSIONS
     assert {".ts", ".mts", ".m2ts", ".mp4", ".avi", ".webm"} <= set(VIDEO_EXTENSIONS)
     package = Path(video3d_zoo.__file__).parent
     defining = [p.relative_to(package).as_posix() for p in package.rglob("*.py")

@@ -15,7 +15,8 @@ import video3d_zoo
 from video3d_zoo.models.config import INPUT_PRESETS
 from video3d_zoo.jobs.features import classify_video, extract_features
 from video3d_zoo.io import ClipProtocol, video_clips
-from video3d_zoo.train.data import ClipSampling, VideoItem, VideoList
+from video3d_zoo.train.data import ClipSampling
+from video3d_zoo.train.videolist import VideoItem, VideoList
 from video3d_zoo.train.evaluate import predict_videos
 
 

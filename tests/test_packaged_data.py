@@ -63,7 +63,8 @@ def test_one_copy_of_each_config():
 
 
 def test_config_by_name_or_path(tmp_path, monkeypatch):
-    from video3d_zoo.train.config import TrainConfigError, load_config
+    from video3d_zoo.errors import TrainConfigError
+    from video3d_zoo.train.config import load_config
 
     monkeypatch.chdir(tmp_path)  # not the repository: names must come from the package
     by_name = load_config("synthetic_r3d")

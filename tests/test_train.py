@@ -17,8 +17,8 @@ import torch
 from video3d_zoo.jobs.synthetic import make_synthetic
 from video3d_zoo.train import DataError, DataIssues, TrainConfigError, load_config, read_folder, train
 from video3d_zoo.train.config import parse_override
-from video3d_zoo.train.data import (ShardedBatchSampler, TrainClips, collate_train, make_sampling, read_hmdb51,
-                                    read_kinetics, read_ucf101)
+from video3d_zoo.train.data import ShardedBatchSampler, TrainClips, collate_train, make_sampling
+from video3d_zoo.train.readers import read_hmdb51, read_kinetics, read_ucf101
 from video3d_zoo.train.loop import KILL_ENV
 from video3d_zoo.train.prepare import freeze_before, set_train_mode
 from video3d_zoo.train.schedule import LRSchedule
@@ -218,7 +218,7 @@ def test_sharded_sampler_covers_the_single_process_batches():
 
 
 def test_schedules():
-    from video3d_zoo.train.config import ScheduleSection
+    from video3d_zoo.train.config_schema import ScheduleSection
 
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     multi = LRSchedule(opt, ScheduleSection(name="multistep", milestones=[2, 4], gamma=0.1), 6, 10)

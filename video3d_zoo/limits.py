@@ -45,6 +45,7 @@ MAX_WIDEN_FACTOR = 64.0
 MAX_CHANNELS = 65536
 MAX_CLASSES = 100_000
 MAX_SEED = 2**32 - 1
+MAX_EPOCHS = 10_000  # the paper's longest schedules are 200 epochs; more is a typo, not a plan
 #: share of the available memory one batch of clips, or one model's weights, may take
 MEMORY_SHARE = 0.5
 

@@ -50,12 +50,16 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from ..models.registry import list_models
     from ..weights.listing import format_table, pretrained_rows
 
-    if args.pretrained:
-        print(format_table(pretrained_rows(args.pattern)))
-        return 0
-    for name in list_models(args.pattern, include_aliases=args.aliases):
-        print(name)
+    rows = pretrained_rows(args.pattern) if args.pretrained else list_models(args.pattern, include_aliases=args.aliases)
+    if not rows and args.pattern:  # a pattern that matches nothing is a typo, not an empty zoo
+        _no_match(args.pattern, args.pretrained)
+    print(format_table(rows) if args.pretrained else "\n".join(rows))
     return 0
+
+
+def _no_match(pattern: str, pretrained: bool) -> None:
+    what = "pretrained weights match" if pretrained else "registered model matches"
+    raise ConfigError(f"no {what} {pattern!r} (video3d-zoo list{' --pretrained' * pretrained} lists them all)")
 
 
 @command("info")
@@ -71,22 +75,34 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _clip_shape(name: str, frames: Optional[int], size: Optional[int], batch: int = 1):
-    """``(frames, size)`` given, or the input preset's of the registered model ``name``; refused when a batch of
-    such clips would not fit in memory."""
+    """``(frames, size)`` given, or the input spec of the weights ``name`` (``model.tag``) or of the registered
+    model ``name``; refused when a batch of such clips would not fit in memory."""
     from ..models.config import input_preset
     from ..models.registry import get_model_spec
 
-    spec = input_preset(get_model_spec(name).input_preset)
+    spec = (_weights_of(name).config.input_spec if "." in name
+            else input_preset(get_model_spec(name).input_preset))
     frames, size = frames or spec.frames, size or spec.crop_size
     limits.check_clip_memory(batch, frames, size)
     return frames, size
+
+
+def _weights_of(name: str):
+    from ..weights.catalog import get_weights
+
+    return get_weights(name)
 
 
 def _print_info(name: str, args: argparse.Namespace, one_json: bool) -> None:
     from ..inference.profile import profile
 
     frames, size = _clip_shape(name, args.frames, args.size)
-    result = profile(name, frames=frames, size=size, init_weights=False)
+    if "." in name:  # model.tag: the architecture and head the weights load with (no weights read)
+        config = _weights_of(name).config
+        result = profile(config.architecture, frames=frames, size=size, init_weights=False,
+                         num_classes=config.num_classes, **dict(config.arch_kwargs))
+    else:
+        result = profile(name, frames=frames, size=size, init_weights=False)
     if args.json:  # one model: an indented object; several: one object per line
         print(json.dumps({"model": name, **result.to_dict()}, indent=2 if one_json else None), flush=True)
         return
@@ -179,8 +195,10 @@ def _add_clip_args(p: argparse.ArgumentParser) -> None:
 @command("extract")
 def _cmd_extract(args: argparse.Namespace) -> int:
     from ..jobs.extract import run_extraction
+    from ..jobs.extract_plan import check_inputs_exist
 
-    model = _model_from_args(args)
+    model = _model_from_args(args)  # first, as every command: a bad model is reported whatever the videos
+    check_inputs_exist(args.inputs)  # a typo is one line before the output folder is made
     summary = run_extraction(model, args.inputs, args.output, layer=args.layer, clip_len=args.clip_len,
                              stride=args.stride, last=args.last, fps=args.fps, batch_size=args.batch_size,
                              workers=args.workers, shard=args.shard, overwrite=args.overwrite,
@@ -194,9 +212,11 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 @command("classify")
 def _cmd_classify(args: argparse.Namespace) -> int:
     from ..jobs.classify import run_classify
+    from ..jobs.extract_plan import check_inputs_exist
     from ..jobs.features import classify_video
 
-    model = _model_from_args(args)
+    model = _model_from_args(args)  # first: a bad model reference is reported whatever the videos
+    check_inputs_exist(args.inputs)  # as extract: a typo is one line, not a failure among the results
 
     def classify(video):
         return classify_video(model, video, topk=args.topk, clip_len=args.clip_len, stride=args.stride,
@@ -229,6 +249,8 @@ def _cmd_list_pretrained(args: argparse.Namespace) -> int:
     from ..weights.listing import format_table, pretrained_rows
     from ..weights.manifest import list_pretrained
 
+    if args.pattern and not list_pretrained(args.pattern):
+        _no_match(args.pattern, True)
     if args.names:
         print("\n".join(list_pretrained(args.pattern)))
         return 0

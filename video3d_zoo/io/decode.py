@@ -98,7 +98,9 @@ def _open_video(path, threads: Optional[int] = None
     try:
         container = av.open(name, metadata_errors="ignore")
     except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
-        raise VideoDecodeError(f"{name}: cannot be opened as a video ({exc})") from exc
+        # FFmpeg's message without "[Errno 1094995529] ...: 'path'": the path already leads the line
+        detail = getattr(exc, "strerror", None) or str(exc)
+        raise VideoDecodeError(f"{name}: cannot be opened as a video ({detail})") from exc
     with container:
         if container.format.name in _TEXT_AS_VIDEO_FORMATS:
             raise VideoDecodeError(f"{name}: not a video (FFmpeg reads it as text art, "

@@ -60,7 +60,11 @@ def to_channels_last(frames: Any, layout: Optional[str] = None) -> torch.Tensor:
         raise InputShapeError(f"layout must be one of {FRAME_LAYOUTS}, got {layout!r}")
     if frames.ndim not in (4, 5) or frames.shape[-1 if layout == "THWC" else -3] != 3:
         raise InputShapeError(f"expected {_EXPECTED} in the {layout} layout; got shape {tuple(frames.shape)}")
-    return frames if layout == "THWC" else frames.movedim(-3, -1)
+    frames = frames if layout == "THWC" else frames.movedim(-3, -1)
+    if 0 in frames.shape:  # an empty clip would only fail later, inside the model
+        raise InputShapeError(f"expected {_EXPECTED}; got no frames or an empty frame, shape {tuple(frames.shape)} "
+                              f"(in the THWC layout)")
+    return frames
 
 
 class ClipTransform:

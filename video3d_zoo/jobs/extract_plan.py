@@ -79,6 +79,14 @@ def collect_videos(inputs: Sequence[os.PathLike], ignored: Optional[List[Path]] 
     return sorted(found.items())
 
 
+def check_inputs_exist(inputs: Sequence[os.PathLike]) -> None:
+    """Refuse command-line inputs that name nothing (a typo), before any work.  A missing video
+    named inside a list file stays a failure of that video, reported in the run's summary."""
+    missing = [os.fspath(item) for item in inputs if not os.path.lexists(item)]
+    if missing:
+        raise ConfigError(f"no such file or folder: {', '.join(missing)}")
+
+
 def ignored_line(ignored: Sequence[Path]) -> str:
     """One summary line naming the files a folder search left out."""
     suffixes = sorted({p.suffix.lower() or "no extension" for p in ignored})

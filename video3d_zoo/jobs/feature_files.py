@@ -155,13 +155,17 @@ def read_feature_file(path: PathLike, name: Optional[str] = None) -> VideoFeatur
 def load_features(folder: PathLike, *, strict: bool = False) -> FeatureSet:
     """Every ``.npz`` under ``folder`` (recursive, sorted by name) as a :class:`FeatureSet`.
 
-    ``folder`` may also be a single ``.npz``.  Files that are not extraction outputs are listed in
-    ``skipped`` (``strict=True``: a :class:`DataError` for the first).  A missing folder, or one with
+    ``folder`` may also be a single ``.npz`` (read strictly).  Files that are not extraction outputs are
+    listed in ``skipped`` (``strict=True``: a :class:`DataError` for the first).  A missing folder, or one with
     no ``.npz`` at all, is a :class:`DataError`.
     """
+    if not str(folder).strip():  # Path("") is the working directory: never what an empty setting meant
+        raise DataError("load_features: the folder is an empty string")
     root = Path(folder)
-    if root.is_file():
-        files, root = [root], root.parent
+    if root.is_file():  # one file named: its problem is the answer, not an empty set
+        if root.suffix.lower() != ".npz":
+            raise DataError(f"{root}: not a feature file (.npz); pass the folder `video3d-zoo extract` wrote")
+        files, root, strict = [root], root.parent, True
     elif root.is_dir():
         files = sorted(root.rglob("*.npz"))
         if not files:

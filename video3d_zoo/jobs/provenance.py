@@ -101,7 +101,12 @@ def weights_digest(model: torch.nn.Module) -> str:
 
 def inference_options(model) -> dict:
     options = getattr(model, "options", None)
-    return dataclasses.asdict(options) if dataclasses.is_dataclass(options) else {}
+    if not dataclasses.is_dataclass(options):
+        return {}
+    recorded = dataclasses.asdict(options)
+    if not recorded.get("compile"):  # the batch size shapes only compiled entry points: an eager rerun
+        recorded.pop("batch_size", None)  # with another --batch-size computes the same features
+    return recorded
 
 
 def run_record(model, model_name: str, layer: str, protocol, spec_dict: dict, spec) -> Dict[str, object]:

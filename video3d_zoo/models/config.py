@@ -65,7 +65,13 @@ def loads_finite(text: str) -> Any:
     parser recurses).  Raises :class:`json.JSONDecodeError` or :class:`ValueError`; a number too large
     for a float (``1e999``) still parses as inf and is caught by the field checks."""
     _check_json_depth(text)
-    return json.loads(text, parse_constant=_refuse_constant)
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except ValueError as exc:
+        if "integer string conversion" not in str(exc):
+            raise
+        # Python's own message advises sys.set_int_max_str_digits(): advice for a programmer, not a user
+        raise ValueError("an integer with thousands of digits; every number must be of a sensible size") from None
 
 
 def nonfinite_fields(value: Any, where: str) -> list:

@@ -10,10 +10,12 @@
 from __future__ import annotations
 
 from ..errors import DataError, EvalFailed, TrainConfigError, TrainingDivergedError
-from .config import TrainConfig, load_config
-from .data import DataIssues, VideoItem, VideoList, read_folder, read_hmdb51, read_kinetics, read_list, read_ucf101
+from .config import load_config
+from .config_schema import TrainConfig
 from .evaluate import evaluate
 from .loop import train
+from .readers import read_folder, read_hmdb51, read_kinetics, read_list, read_ucf101
+from .videolist import DataIssues, VideoItem, VideoList
 
 __all__ = ["train", "evaluate", "load_config", "TrainConfig", "TrainConfigError", "TrainingDivergedError",
            "DataError", "EvalFailed", "DataIssues", "VideoItem", "VideoList", "read_kinetics", "read_ucf101",

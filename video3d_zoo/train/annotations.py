@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 from ..errors import DataError, Video3DZooError
-from .videolist import VIDEO_EXTENSIONS, DataIssues
+from ..io.decode import VIDEO_EXTENSIONS
+from .videolist import DataIssues
 
 
 def text_lines(path: Path) -> Iterable[Tuple[int, str]]:

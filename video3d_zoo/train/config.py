@@ -25,11 +25,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
 from ..errors import TrainConfigError
-# the schema and the resume check are re-exported: they lived here before config_schema.py / config_changes.py
-from .config_changes import config_changes, describe_changes, flatten  # noqa: F401
-from .config_schema import (CHOICES, NON_NEGATIVE, POSITIVE, RESUME_SAFE, UNIT_INTERVAL, upper_bounds,  # noqa: F401
-                            DataSection, FinetuneSection, ModelSection, OptimSection, OutputSection,
-                            ScheduleSection, SyntheticSection, TrainConfig, TrainSection)
+from ..models.config import loads_finite
+from .config_schema import CHOICES, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, TrainConfig, upper_bounds
 
 
 def _import_toml():
@@ -93,14 +90,16 @@ def read_config_file(path: Path) -> Dict[str, Any]:
         raise TrainConfigError(f"{path}: cannot read the config file as UTF-8 text ({exc})") from exc
     if path.suffix.lower() == ".json":
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
+            data = loads_finite(text)  # no NaN literals, no nesting deep enough to exhaust the recursion
+        except ValueError as exc:  # json.JSONDecodeError included
             raise TrainConfigError(f"{path}: not valid JSON ({exc})") from exc
     else:
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise TrainConfigError(f"{path}: not valid TOML ({exc})") from exc
+        except RecursionError:  # tomllib recurses into nested arrays and inline tables
+            raise TrainConfigError(f"{path}: not valid TOML (nested too deep; a config needs a few levels)") from None
     if not isinstance(data, dict):
         raise TrainConfigError(f"{path}: expected a table / object at the top level")
     return data

@@ -244,7 +244,7 @@ def upper_bounds() -> Dict[str, float]:
             "data.val_clips": limits.MAX_CLIPS_PER_VIDEO, "data.synthetic.videos_per_class": 100_000,
             "train.batch_size": limits.MAX_BATCH, "train.val_batch_size": limits.MAX_BATCH,
             "train.accumulate": limits.MAX_BATCH, "data.num_workers": limits.MAX_CONFIG_WORKERS,
-            "train.threads": limits.MAX_CONFIG_WORKERS}
+            "train.threads": limits.MAX_CONFIG_WORKERS, "train.epochs": limits.MAX_EPOCHS}
 
 
 RESUME_SAFE = frozenset({

@@ -3,7 +3,7 @@
 The annotation readers (:func:`read_kinetics`, :func:`read_ucf101`, :func:`read_hmdb51`,
 :func:`read_folder`, :func:`read_list`; :func:`read_split` of :mod:`.splits`), :class:`VideoList` and
 the problem reporting (:class:`DataIssues`, :class:`~video3d_zoo.errors.DataError`) live in
-:mod:`.readers`, :mod:`.readers_more`, :mod:`.splits` and :mod:`.videolist` and are re-exported here.
+:mod:`.readers`, :mod:`.readers_more`, :mod:`.splits` and :mod:`.videolist`; import them from there.
 
 A video that fails to decode during training is replaced in its batch by the next decodable video
 of the list, so batch sizes (and DistributedDataParallel) stay in step.
@@ -26,10 +26,7 @@ from ..models.config import InputSpec
 from ..errors import DataError, Video3DZooError
 from ..io.protocol import ClipProtocol
 from ..wording import count
-from .readers import (VIDEO_EXTENSIONS, DataIssues, VideoItem, VideoList,  # noqa: F401 (re-exported)
-                      folder_classes, kinetics_labels, read_folder, read_hmdb51, read_kinetics, read_list,
-                      read_ucf101)
-from .splits import read_split  # noqa: F401 (re-exported)
+from .videolist import VideoItem, VideoList
 
 
 # -- clip datasets -----------------------------------------------------------------------------

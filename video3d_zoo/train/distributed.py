@@ -50,7 +50,7 @@ def env_world_size() -> int:
 def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
     if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            from .config import TrainConfigError
+            from ..errors import TrainConfigError
 
             raise TrainConfigError("train.device = \"cuda\" but torch sees no CUDA device; use auto or cpu")
         return torch.device("cuda", local_rank % torch.cuda.device_count())
@@ -120,7 +120,7 @@ def wrap_model(model: torch.nn.Module, info: DistInfo, sync_bn: bool = False) ->
         return model
     if sync_bn:
         if info.device.type != "cuda":
-            from .config import TrainConfigError
+            from ..errors import TrainConfigError
 
             raise TrainConfigError("model.sync_bn = true needs CUDA devices (torch's SyncBatchNorm is GPU-only); "
                                    "on CPU every process keeps its own BatchNorm batch statistics")

@@ -33,9 +33,11 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
 from ..cli.argtypes import EVAL_FORMATS
-from .readers import (DataError, DataIssues, VideoList, class_file_of, kinetics_labels, read_folder,
-                      read_hmdb51, read_kinetics, read_list, read_ucf101)
+from ..errors import DataError
+from .readers import (class_file_of, kinetics_labels, read_folder, read_hmdb51, read_kinetics, read_list,
+                      read_ucf101)
 from .readers_more import read_activitynet, read_moments, read_stair
+from .videolist import DataIssues, VideoList
 
 KINETICS_CSVS = {"train": ("train.csv",), "val": ("validate.csv", "val.csv"), "test": ("test.csv",)}
 PathLike = Union[str, Path]

@@ -31,10 +31,11 @@ from ..devices import resolve_device
 from ..errors import ConfigError, DataError, EvalFailed
 from ..io.protocol import ClipProtocol
 from ..inference.precision import autocast, resolve_amp
-from .data import ClipSampling, DataIssues, EvalVideos, VideoList, collate_eval, worker_init
+from .data import ClipSampling, EvalVideos, collate_eval, worker_init
 from .distributed import DistInfo, all_gather_objects
 from .eval_report import write_eval_outputs
 from .eval_splits import SplitRequest, read_eval_split
+from .videolist import DataIssues, VideoList
 from ..wording import count
 
 
@@ -296,7 +297,7 @@ def _videos_from(data: Any, request: SplitRequest, issues: DataIssues):
     if isinstance(data, VideoList):
         return data, {"format": "VideoList", "root": None, "split": data.name, "split_files": list(data.files)}
     if hasattr(data, "format") and hasattr(data, "root"):  # a DataSection
-        from .data import read_split
+        from .splits import read_split
 
         videos = read_split(data, "val", issues)
         return videos, {"format": data.format, "root": str(data.root), "split": "val",
@@ -321,7 +322,7 @@ def evaluate(model: Union[nn.Module, str, Path], data: Any, *, split: Optional[s
             ``hf-hub:``), always with its pretrained weights.
         data: the data set root (or a list file) read as ``format`` with ``annotations``,
             ``fold`` and ``split`` (see :mod:`.eval_splits`), a
-            :class:`~video3d_zoo.train.data.VideoList` or a training config's ``DataSection``.
+            :class:`~video3d_zoo.train.videolist.VideoList` or a training config's ``DataSection``.
         protocol: the clips (default: every non-overlapping centre clip, or ``val_clips`` evenly
             spaced clips at ``fps``).
         amp: ``none`` / ``bf16`` / ``fp16`` / ``auto`` autocast of the eager model;

@@ -44,8 +44,9 @@ from torch import nn
 
 from ..inference.precision import autocast, resolve_amp
 from .checkpoint import CheckpointDir, gather_rng, set_rng_state
-from .config import TrainConfig, load_config
-from .data import ClipSampling, DataIssues, ShardedBatchSampler, TrainClips, collate_train, worker_init
+from .config import load_config
+from .config_schema import TrainConfig
+from .data import ClipSampling, ShardedBatchSampler, TrainClips, collate_train, worker_init
 from .distributed import (DistInfo, all_reduce_sum, barrier, broadcast_object, cleanup, init_distributed, unwrap,
                           wrap_model)
 from .evaluate import EvalResult, predict_videos
@@ -56,6 +57,7 @@ from .trainer_finish import (done_line, export_run, final_metrics, is_better, op
                              run_summary)
 from .trainer_setup import (Echo, build_model, build_optimizer, describe_data, describe_model, group_weight_decay,
                             prepare_run_folder, read_data, run_dir)
+from .videolist import DataIssues
 
 # Fault injection for the resume tests: SIGKILL this process after that many optimizer steps.
 KILL_ENV = "VIDEO3D_ZOO_TEST_KILL_AFTER_STEP"
@@ -389,7 +391,7 @@ def train(config_path: Union[str, Path, TrainConfig, None] = None, overrides: Se
 
     ``resume=True`` continues the run in the config's run folder from ``checkpoints/last.pt``
     (starting afresh if there is none); a config that differs from the checkpoint's (other than
-    the keys in :data:`~video3d_zoo.train.config.RESUME_SAFE`) raises :class:`TrainConfigError`
+    the keys in :data:`~video3d_zoo.train.config_schema.RESUME_SAFE`) raises :class:`TrainConfigError`
     listing the changes, unless ``accept_config_changes=True``.  A non-finite loss, gradient or
     weight raises :class:`~video3d_zoo.errors.TrainingDivergedError` before anything non-finite is
     saved.  Under ``torchrun`` every process calls this; rank 0 writes the files.

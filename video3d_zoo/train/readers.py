@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from ..errors import DataError
-# the split's data model and the shared file helpers are re-exported: they lived here before
-from .annotations import (VideoFinder, exists_checked, index_video_files, locate_video, need_file,  # noqa: F401
+from ..io.decode import VIDEO_EXTENSIONS
+from .annotations import (VideoFinder, exists_checked, index_video_files, locate_video, need_file,
                           probe_ok, read_class_index, read_class_names, text_lines)
-from .videolist import VIDEO_EXTENSIONS, DataIssues, VideoItem, VideoList  # noqa: F401
+from .videolist import DataIssues, VideoItem, VideoList
 
 
 def kinetics_labels(csv_path: Union[str, Path]) -> List[str]:

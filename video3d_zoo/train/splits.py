@@ -62,7 +62,7 @@ def _part(data, name: str):
 
 
 def read_split(data, subset: str, issues: DataIssues, labels: Optional[Sequence[str]] = None) -> VideoList:
-    """The ``train`` or ``val`` split described by a :class:`~video3d_zoo.train.config.DataSection`."""
+    """The ``train`` or ``val`` split described by a :class:`~video3d_zoo.train.config_schema.DataSection`."""
     out = _read(data, subset, issues, labels)
     if labels is not None and data.format != "folder" and data.format != "kinetics" and list(labels) != out.labels:
         raise DataError(f"the {subset} split of {out.name} has other classes than the training split")

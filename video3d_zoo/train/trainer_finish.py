@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 from torch import nn
 
 from ..fileio import write_json_atomic, write_text_atomic
-from .data import DataIssues
+from .videolist import DataIssues
 from .eval_report import write_eval_outputs
 from ..wording import count
 

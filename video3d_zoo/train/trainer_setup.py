@@ -19,12 +19,14 @@ from torch import nn
 from ..errors import CheckpointError, TrainConfigError, Video3DZooError
 from ..models.config import InputSpec, input_preset
 from .checkpoint import CheckpointDir, check_resumable
-from .config import TrainConfig
 from .config_changes import describe_changes
-from .data import ClipSampling, DataIssues, describe_counts, make_sampling, prepare_synthetic, read_split
+from .config_schema import TrainConfig
+from .data import ClipSampling, describe_counts, make_sampling, prepare_synthetic
 from .distributed import DistInfo, barrier
 from .param_groups import param_groups_weight_decay
 from .prepare import freeze_before
+from .splits import read_split
+from .videolist import DataIssues
 from ..wording import count
 
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
 from ..errors import DataError
-from ..io.decode import VIDEO_EXTENSIONS  # noqa: F401 (the package's one list; re-exported)
 
 
 # -- problem reporting -------------------------------------------------------------------------

@@ -340,12 +340,18 @@ def save_pretrained(model: nn.Module, out_dir: PathLike, config: Optional[ModelC
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: exists and is not a folder; save_pretrained writes a folder "
                           f"({WEIGHTS_NAME} + {CONFIG_NAME}) and does not replace a file")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     sd = compact_state_dict({k: v.cpu() for k, v in model.state_dict().items()})
     text = config.to_json()
-    with atomic_path(out / WEIGHTS_NAME) as weights_tmp, atomic_path(out / CONFIG_NAME) as config_tmp:
-        save_aligned(sd, weights_tmp, metadata={CONFIG_METADATA_KEY: text, "format": "pt"})
-        config_tmp.write_text(text + "\n", encoding="utf-8")
+    try:
+        with atomic_path(out / WEIGHTS_NAME) as weights_tmp, atomic_path(out / CONFIG_NAME) as config_tmp:
+            save_aligned(sd, weights_tmp, metadata={CONFIG_METADATA_KEY: text, "format": "pt"})
+            config_tmp.write_text(text + "\n", encoding="utf-8")
+    except BaseException:
+        if created and not any(out.iterdir()):  # a failed save leaves no empty folder of its own behind
+            out.rmdir()
+        raise
     return out
 
 
