@@ -91,14 +91,15 @@ class _Asked(Mapping):
 
 def _missing_for_recognition(sd: StateDict, layout: str) -> Dict[str, List[str]]:
     """Family -> the absent keys that would make it recognise ``sd``: the families missing fewest, among
-    those whose classifier or stem is present (so the checkpoint is close to theirs)."""
+    those whose classifier and stem are both present (so the checkpoint is close to theirs: another
+    family's dict that merely shares a ``conv1`` is not "a resnet missing its blocks")."""
     candidates = [f for f in list_families() if layout in f.layouts and f.recognise is not None]
     if any(f.recognise(sd) for f in candidates):
         return {}  # ambiguous, not incomplete
     found: Dict[str, List[str]] = {}
     for family in candidates:
         anchors = [f"{family.classifier}.weight"] + [f"{name}.weight" for name in family.stem_convs]
-        if any(key in sd for key in anchors):
+        if f"{family.classifier}.weight" in sd and any(key in sd for key in anchors[1:]):
             needed = _needed_keys(family, sd)
             if needed:
                 found[family.name] = needed
