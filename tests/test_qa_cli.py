@@ -151,3 +151,29 @@ def test_a_save_that_fails_on_a_full_disk_leaves_no_empty_folder_of_its_own(tmp_
         save_pretrained(model, tmp_path / "mine")
     monkeypatch.setattr(Path, "write_text", real)
     assert (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())
+
+
+def test_demo_output_that_is_a_file_is_one_line(tmp_path, capsys):
+    from video3d_zoo.cli.commands import main
+
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    assert main(["demo", "-o", str(target)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a file" in err[0]
+    assert target.read_text() == "mine"
+
+
+def test_a_config_naming_an_unknown_architecture_names_the_file(tmp_path, capsys):
+    import json
+
+    import video3d_zoo
+    from video3d_zoo.cli.commands import main
+
+    folder = video3d_zoo.save_pretrained(video3d_zoo.create_model("resnet3d_10", widen_factor=0.125), tmp_path / "f")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "architecture": "resnet3d_19"}))
+    assert main(["convert", str(folder), "-o", str(tmp_path / "g")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "config.json: architecture: unknown model 'resnet3d_19'" in err[0]
+    assert "resnet3d_18" in err[0] and not (tmp_path / "g").exists()

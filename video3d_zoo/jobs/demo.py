@@ -17,6 +17,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from ..wording import count
+from ..errors import ConfigError
 
 DEMO_WEIGHTS = "resnet3d_10.synthetic_motion"
 
@@ -62,6 +63,8 @@ def run_demo(out_dir: Optional[str] = None, seed: int = 2026, device: str = "cpu
     from ..devices import resolve_device
     from ..api import load_model
 
+    if out_dir and Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise ConfigError(f"-o {out_dir}: is a file; the demo writes a folder (videos/ and features/ inside it)")
     model = load_model(DEMO_WEIGHTS).to(resolve_device(device)).eval()
     if out_dir:
         return _run_demo_in(model, Path(out_dir), seed, progress)

@@ -23,7 +23,8 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 
 from ..models.config import CONFIG_METADATA_KEY, ModelConfig
-from ..errors import CheckpointError, UnsafeCheckpointError
+from ..errors import CheckpointError, UnknownModelError, UnsafeCheckpointError
+from ..models.registry import get_model_spec
 from .pickle_scan import NotAPickle, PickleScan, ZipBomb, scan_checkpoint
 from .tensor_checks import MAX_GROWTH, MAX_TENSOR_BYTES, SLACK_BYTES, human_bytes
 
@@ -42,14 +43,15 @@ def read_checkpoint(path: PathLike) -> Tuple[Any, Optional[ModelConfig]]:
             raise CheckpointError(f"{path}: a folder without a readable {WEIGHTS_NAME} file "
                                   f"({_file_kind(weights)}); expected a zoo folder ({WEIGHTS_NAME} + "
                                   f"{CONFIG_NAME}) or a checkpoint file")
-        sd, embedded = read_safetensors(weights)
         config_file = path / CONFIG_NAME
         config_kind = _file_kind(config_file)
         if config_kind not in ("file", "missing"):
             raise CheckpointError(f"{config_file}: expected a JSON file, found a {config_kind}")
-        config = (ModelConfig.from_json(_read_text(config_file), str(config_file))
-                  if config_kind == "file" else embedded)
-        return sd, config
+        # the config is checked before the weights are read: a bad one costs nothing
+        config = _registered(ModelConfig.from_json(_read_text(config_file), str(config_file)), config_file) \
+            if config_kind == "file" else None
+        sd, embedded = read_safetensors(weights)
+        return sd, config or _registered(embedded, weights)
     if kind == "missing":
         raise CheckpointError(f"{path}: no such checkpoint file or folder")
     if kind != "file":
@@ -112,6 +114,16 @@ def read_safetensors(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Optional[
     text = metadata.get(CONFIG_METADATA_KEY)
     config = ModelConfig.from_json(text, f"{path} metadata") if text else None
     return sd, config
+
+
+def _registered(config: Optional[ModelConfig], where: Path) -> Optional[ModelConfig]:
+    """``config``, once its architecture is known to the registry (the error names the file)."""
+    if config is not None:
+        try:
+            get_model_spec(config.architecture)
+        except UnknownModelError as exc:
+            raise UnknownModelError(f"{where}: architecture: {exc}") from None
+    return config
 
 
 def read_pickle(path: PathLike) -> Any:
