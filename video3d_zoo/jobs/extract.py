@@ -104,6 +104,9 @@ class ExtractionSummary:
             detail += f"; {t.get('shared_batches', 0)} of {count(int(t['batches']), 'batch')} beside decoding"
         mode = t.get("decoding", "inline")
         compiled = f"; loading or building the compiled model {t['compile_s']:.2f} s" if t.get("compile_s") else ""
+        if "compiled_batches" in t:  # a library built in the background serves only the later batches
+            compiled += (f"; batches run eager {int(t['eager_batches'])}, "
+                         f"compiled {int(t['compiled_batches'])}")
         return (f"timing: {t.get('wall_s', 0.0):.2f} s in all{compiled}; "
                 f"model {model:.2f} s ({count(clips, 'clip')}{detail}); "
                 f"waiting for decoded clips {t.get('waited_s', 0.0):.2f} s; decoding ({mode}) "

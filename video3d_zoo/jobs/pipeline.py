@@ -249,12 +249,13 @@ class _Batcher:
             self.flush()
 
     def _warm_up(self, clip_shape: tuple) -> None:
-        # A compiled model loads (or builds) its library here, while the decoder works on the first batch.
+        # A compiled model loads its library here, while the decoder works on the first batch; one not
+        # built yet is built by another process while the first batches run eagerly.
         entry = {"pooled": "forward_features", "logits": "forward"}.get(self.layer)
         warm_up = getattr(self.model, "warm_up", None)
         if entry is not None and warm_up is not None:
             started = time.perf_counter()
-            if warm_up(entry, clip_shape):
+            if warm_up(entry, clip_shape, background=True):
                 self.warm_s = time.perf_counter() - started
 
     def done(self, index: int, report) -> None:
@@ -328,4 +329,7 @@ def run_clips(model, sources: Sequence, spec: InputSpec, protocol, layer: str, b
               "compile_s": batcher.warm_s}
     if share is not None:
         timing.update(batches=share.batches, shared_batches=share.shared_batches)
+    if getattr(getattr(model, "options", None), "compile", False) and hasattr(model, "batches_run"):
+        ran = model.batches_run()
+        timing.update(eager_batches=ran["eager"], compiled_batches=ran["compiled"])
     return timing
