@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import warnings
 
@@ -86,3 +87,40 @@ def test_where_no_process_can_start_the_job_builds_in_its_own(tmp_path, monkeypa
     assert fast.warm_up("forward", CLIP, background=True)
     assert len(built) == 1  # the single-process path, as before
     assert not list(compiled.compiled_home().glob("*.request.*"))  # the unused request is removed
+
+
+def _wait_for_build(timeout=300.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while list(compiled.compiled_home().glob("*.request.*.pt")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def test_extract_records_which_path_each_video_ran_and_the_next_run_is_compiled(tmp_path, monkeypatch):
+    import numpy as np
+
+    from video3d_zoo.jobs.extract import run_extraction
+    from videos import write_video
+
+    monkeypatch.setenv("VIDEO3D_ZOO_HOME", str(tmp_path / "home"))
+    model = tiny(seed=14)
+    model.config = model.config.replace(input_spec=model.config.input_spec.replace(frames=4, crop_size=32,
+                                                                                   resize=32))
+    (tmp_path / "videos").mkdir()
+    write_video(tmp_path / "videos" / "a.mp4", 12, 32, 32)
+    fast = optimize_for_inference(model, compile=True, batch_size=2)
+    first = run_extraction(fast, [tmp_path / "videos"], tmp_path / "out1", progress=False)
+    assert first.timing["eager_batches"] >= 1 and first.timing["compiled_batches"] == 0
+    assert "batches run eager" in first.describe_timing()
+    with np.load(tmp_path / "out1" / "a.mp4.npz") as npz:
+        assert json.loads(str(npz["execution"])) == ["eager"]
+        eager = npz["features"]
+    _wait_for_build()  # the build went on after the run, as it does detached after a CLI run
+
+    again = optimize_for_inference(model, compile=True, batch_size=2)
+    second = run_extraction(again, [tmp_path / "videos"], tmp_path / "out2", progress=False)
+    assert second.timing["eager_batches"] == 0 and second.timing["compiled_batches"] >= 1
+    with np.load(tmp_path / "out2" / "a.mp4.npz") as npz:
+        assert json.loads(str(npz["execution"])) == ["compiled"]
+        np.testing.assert_allclose(npz["features"], eager, rtol=1e-3, atol=1e-4)

@@ -335,7 +335,7 @@ def remove_unused(home: Optional[Path] = None, days: float = UNUSED_DAYS) -> Lis
             continue
         key = record.name[:-len(".json")]
         # The lock file stays: another process may hold it (it is empty and tiny).
-        for path in [*home.glob(f"{key}.*.so"), record]:
+        for path in [*home.glob(f"{key}.*.so"), home / f"{key}.build.log", record]:
             if path.exists():
                 path.unlink(missing_ok=True)
                 removed.append(path)

@@ -156,6 +156,10 @@ class _Collector:
     def __init__(self, tasks: List[_Task], summary: ExtractionSummary, progress, strict: bool) -> None:
         self.tasks, self.summary, self.progress, self.strict = tasks, summary, progress, strict
         self.write_s = 0.0
+        self.paths: Dict[int, List[str]] = {}  # per video, "eager" and/or "compiled" (compile=True only)
+
+    def ran(self, index: int, paths: List[str]) -> None:
+        self.paths[index] = paths
 
     def done(self, index: int, features: np.ndarray, spans: np.ndarray, decode_report) -> None:
         task = self.tasks[index]
@@ -166,6 +170,8 @@ class _Collector:
         started = time.perf_counter()
         meta = {**task.meta, "decode_report": json.dumps(report),
                 "video_info": dumps(video_info(task.job.source, report))}
+        if index in self.paths:  # information, not identity: both paths agree within the precision's tolerance
+            meta["execution"] = dumps(self.paths.pop(index))
         try:
             write_npz(task.job.output, features, spans, meta)
         except DiskFullError as exc:
