@@ -9,14 +9,14 @@ the remaining batches compiled.
 
 * The child builds through :func:`video3d_zoo.inference.compiled.load_or_build`: the same key, the
   same lock, the same trust rules and the same atomic writes as a build in the job's own process,
-  so a library is either complete in the cache or absent.  It runs at a lower priority
-  (``os.nice``) so that on a small machine it takes its cycles mostly when the eager path waits.
+  so a library is either complete in the cache or absent.  It runs at the lowest priority
+  (``os.nice(19)``) so that on a small machine it takes its cycles mostly when the eager path waits.
 * The model reaches the child through a request file in the private cache folder
   (``<key>.request.<pid>.pt``, mode 0600, written atomically, opened with the trust checks of
   :mod:`~video3d_zoo.inference.trusted_files` before it is unpickled); the child removes it when it
   is done.  A request file therefore also says "a build is under way" (``benchmarks`` wait on it).
-* A run that ends before the build is finished leaves the child running, detached (its own
-  session): the library it finishes is there for the next run.  Stopping it at any moment leaves no
+* A run that ends before the build is finished leaves the child running, detached (its own process
+  group, the job's session, so that its priority counts against the job's under autogroup scheduling): the library it finishes is there for the next run.  Stopping it at any moment leaves no
   half-written library, only a request file that :func:`~video3d_zoo.inference.compiled.remove_unused`
   deletes a day later.
 * Where no process can be started, or ``VIDEO3D_ZOO_COMPILE_IN_PROCESS=1`` asks for it, the job
@@ -37,8 +37,9 @@ from torch import nn
 
 from . import compiled, trusted_files
 
-#: how much the build process lowers its priority (0..19)
-NICE = 10
+#: how much the build process lowers its priority (0..19): the lowest, so that on a small machine it
+#: takes the cycles the job leaves (waiting for clips, writing) and finishes at full speed after the job
+NICE = 19
 
 
 def _child_command(request: Path) -> List[str]:
@@ -105,7 +106,7 @@ def _spawn(request: Path, err) -> Optional[subprocess.Popen]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
     try:
         return subprocess.Popen(_child_command(request), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=err, env=env, start_new_session=True, close_fds=True)
+                                stderr=err, env=env, close_fds=True)
     except (OSError, ValueError, RuntimeError):  # no fork/exec here (a sandbox, a process limit)
         return None
 
@@ -141,6 +142,9 @@ def _warn(reason: str) -> None:
 def main(argv: List[str]) -> int:
     """The child: build the library a request file describes, at a lower priority."""
     try:
+        # Its own process group, so that Ctrl-C on the job does not stop it, but the job's session: with
+        # autogroup scheduling (Linux) a new session would get its own fair share whatever its nice value.
+        os.setpgrp()
         os.nice(NICE)
     except (OSError, AttributeError):
         pass
