@@ -102,7 +102,8 @@ SHARED_OPTIONS: Dict[str, Dict[str, Any]] = {
                         "rounding, 1.3-1.9x faster; --no-fast runs the model as loaded"),
     "--compile": dict(action="store_true",
                       help="also compile with freezing; on the CPU the compiled model is cached across runs "
-                           "(the first run of a model, batch size and precision compiles for tens of seconds)"),
+                           "(the first run of a model, batch size and precision builds it, in another process while "
+                           "extract's first batches run eagerly)"),
     "--clip-len": dict(type=int_in(1, limits.MAX_FRAMES), default=None, metavar="T",
                        help=f"frames per clip, 1 to {limits.MAX_FRAMES} (default: the weights' frames)"),
     "--stride": dict(type=int_in(1, limits.MAX_STRIDE), default=None,

@@ -220,19 +220,57 @@ def load_or_build(model: nn.Module, entry: str, example: torch.Tensor, home: Opt
         home = trusted_files.private_folder(home if home is not None else compiled_home())
         key = artefact_key(model, entry, example, weights_digest)
         with FileLock(str(home / f"{key}.lock")):
-            cast = model if example.dtype == torch.float32 else copy.deepcopy(model).to(example.dtype)
+            cast = _cast(model, example)
             cached = _cached_library(home, key)
-            if cached is not None:  # the trial call: one clip against eager (clips are independent in eval mode)
-                expected = _eager_output(cast, entry, example[:1])
-                runner = _load(*cached, lambda r: _check(r, expected, example))
-                os.utime(home / f"{key}.json")  # last used: what remove_unused() goes by
-                return runner, 0.0
+            if cached is not None:
+                return _trial_load(cast, entry, example, home, key, cached), 0.0
             started = time.perf_counter()
             runner = _build_checked(cast, entry, example, home, key)
             return runner, time.perf_counter() - started
     except UntrustedFile as exc:
         raise CompileError(str(exc)) from exc
     except OSError as exc:  # an unreadable cache, a full disk: run eager rather than fail the job
+        raise CompileError(f"compiled-library cache: {exc}") from exc
+
+
+def _cast(model: nn.Module, example: torch.Tensor) -> nn.Module:
+    return model if example.dtype == torch.float32 else copy.deepcopy(model).to(example.dtype)
+
+
+def _trial_load(cast: nn.Module, entry: str, example: torch.Tensor, home: Path, key: str, cached) -> object:
+    """The runner of a cached library after the trial call: one clip against eager (clips are independent
+    in eval mode)."""
+    expected = _eager_output(cast, entry, example[:1])
+    runner = _load(*cached, lambda r: _check(r, expected, example))
+    os.utime(home / f"{key}.json")  # last used: what remove_unused() goes by
+    return runner
+
+
+def load_cached(model: nn.Module, entry: str, example: torch.Tensor, home: Optional[Path] = None,
+                weights_digest: Optional[str] = None):
+    """The loaded runner of a library already in the cache, or ``None`` when there is none yet or a
+    build of it is under way (its lock is held); never builds.  Raises :class:`CompileError` as
+    :func:`load_or_build` does."""
+    if not available():
+        raise CompileError(f"torch {torch.__version__} has no AOTInductor CPU runner")
+    from filelock import FileLock, Timeout
+
+    try:
+        home = trusted_files.private_folder(home if home is not None else compiled_home())
+        key = artefact_key(model, entry, example, weights_digest)
+        lock = FileLock(str(home / f"{key}.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:  # another process is building it: not ready
+            return None
+        try:
+            cached = _cached_library(home, key)
+            return None if cached is None else _trial_load(_cast(model, example), entry, example, home, key, cached)
+        finally:
+            lock.release()
+    except UntrustedFile as exc:
+        raise CompileError(str(exc)) from exc
+    except OSError as exc:
         raise CompileError(f"compiled-library cache: {exc}") from exc
 
 
@@ -282,6 +320,13 @@ def remove_unused(home: Optional[Path] = None, days: float = UNUSED_DAYS) -> Lis
     home = Path(home) if home is not None else compiled_home()
     cutoff = time.time() - days * 86400
     removed = []
+    for request in home.glob("*.request.*.pt"):  # left by a background build killed a day or more ago
+        try:
+            if request.stat().st_mtime < time.time() - 86400:
+                request.unlink()
+                removed.append(request)
+        except OSError:
+            continue
     for record in home.glob("*.json"):
         try:
             if record.stat().st_mtime >= cutoff:
@@ -290,7 +335,7 @@ def remove_unused(home: Optional[Path] = None, days: float = UNUSED_DAYS) -> Lis
             continue
         key = record.name[:-len(".json")]
         # The lock file stays: another process may hold it (it is empty and tiny).
-        for path in [*home.glob(f"{key}.*.so"), record]:
+        for path in [*home.glob(f"{key}.*.so"), home / f"{key}.build.log", record]:
             if path.exists():
                 path.unlink(missing_ok=True)
                 removed.append(path)
@@ -325,7 +370,12 @@ def compile_entry(model: nn.Module, entry: str, batch: int, clip_shape, dtype: t
     ``model`` is the prepared (folded, channels_last) float32 model; a copy is cast to ``dtype``.
     ``weights_digest`` is ``model``'s (see :func:`artefact_key`).
     """
-    example = torch.randn(batch, *clip_shape, generator=torch.Generator().manual_seed(0))
-    example = example.to(dtype).contiguous(memory_format=torch.channels_last_3d)
+    example = example_input(batch, clip_shape, dtype)
     runner, _ = load_or_build(model, entry, example, weights_digest=weights_digest)
     return StaticBatchRunner(runner, example)
+
+
+def example_input(batch: int, clip_shape, dtype: torch.dtype) -> torch.Tensor:
+    """The export example of a library: ``batch`` random clips of ``clip_shape``, channels-last, in ``dtype``."""
+    example = torch.randn(batch, *clip_shape, generator=torch.Generator().manual_seed(0))
+    return example.to(dtype).contiguous(memory_format=torch.channels_last_3d)

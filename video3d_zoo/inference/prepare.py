@@ -85,6 +85,7 @@ class InferenceModel(nn.Module):
         self._options = options
         self._device = device
         self._compiled: Dict[tuple, Callable] = {}  # (entry point, clip shape) -> compiled callable
+        self._batches = {"eager": 0, "compiled": 0}  # calls of forward / forward_features, with compile=True
         self._digest: Optional[str] = None
 
     @property
@@ -120,6 +121,11 @@ class InferenceModel(nn.Module):
     def compiled_entries(self) -> tuple:
         """``(entry point, clip shape)`` of each entry compiled (or loaded) so far."""
         return tuple(self._compiled)
+
+    def batches_run(self) -> Dict[str, int]:
+        """How many calls of ``forward`` / ``forward_features`` ran eagerly and how many compiled (with
+        ``compile=True``; a background build serves the first batches eagerly)."""
+        return dict(self._batches)
 
     def to(self, *args, **kwargs) -> "InferenceModel":
         """Itself, when asked for the device and precision it was prepared for; anything else is refused."""
@@ -167,7 +173,7 @@ class InferenceModel(nn.Module):
             self._compiled[key] = self._compile(name, x)
         return self._compiled[key]
 
-    def _compile(self, name: str, x: torch.Tensor) -> Callable:
+    def _compile(self, name: str, x: torch.Tensor, background: bool = False) -> Callable:
         from . import compiled
 
         if self.device.type != "cpu" or not compiled.available():
@@ -175,6 +181,10 @@ class InferenceModel(nn.Module):
         batch = max(self.options.batch_size or 0, x.shape[0])
         dtype = precision_dtype(self.options.precision) or torch.float32
         try:
+            if background:
+                switching = self._compile_in_background(name, compiled.example_input(batch, x.shape[1:], dtype))
+                if switching is not None:
+                    return switching
             return compiled.compile_entry(self._network, name, batch, tuple(x.shape[1:]), dtype,
                                           weights_digest=self.weights_digest())
         except compiled.CompileError as exc:
@@ -182,20 +192,50 @@ class InferenceModel(nn.Module):
                           stacklevel=3)
             return getattr(self._network, name)
 
-    def warm_up(self, entry: str, clip_shape) -> bool:
+    def _compile_in_background(self, name: str, example: torch.Tensor) -> Optional[Callable]:
+        """The cached library, or the eager entry until a child process has built it (``None`` where no
+        process can be started: the caller builds here)."""
+        from . import background, compiled
+
+        def load():
+            runner = compiled.load_cached(self._network, name, example, weights_digest=self.weights_digest())
+            return None if runner is None else compiled.StaticBatchRunner(runner, example)
+
+        ready = load()
+        if ready is not None:
+            return ready
+        build = background.start(self._network, name, example, self.weights_digest())
+        return None if build is None else background.SwitchWhenBuilt(getattr(self._network, name), build, load)
+
+    def warm_up(self, entry: str, clip_shape, background: bool = False) -> bool:
         """Compile or load ``entry`` (``"forward"``, ``"forward_features"``) for clips of ``clip_shape``
         (C, T, H, W) now instead of at the first batch; a job calls it while its first clips decode.
-        Returns whether there was anything to prepare."""
+        With ``background``, a library not yet in the cache is built by another process while the
+        batches run eagerly (:mod:`video3d_zoo.inference.background`).  Returns whether there was
+        anything to prepare."""
         if not self.options.compile or entry not in ("forward", "forward_features"):
             return False
-        self._entry(entry, torch.empty(self.options.batch_size or 1, *clip_shape, device="meta"))
+        key = (entry, tuple(clip_shape))
+        if key not in self._compiled:
+            x = torch.empty(self.options.batch_size or 1, *clip_shape, device="meta")
+            self._compiled[key] = self._compile(entry, x, background=background)
         return True
 
+    def _call(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        from .background import SwitchWhenBuilt
+
+        fn = self._entry(name, x)
+        if isinstance(fn, SwitchWhenBuilt):
+            fn = fn.current()
+        if self.options.compile:
+            self._batches["eager" if fn == getattr(self._network, name) else "compiled"] += 1
+        return self._run(fn, x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._run(self._entry("forward", x), x)
+        return self._call("forward", x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self._run(self._entry("forward_features", x), x)
+        return self._call("forward_features", x)
 
     def forward_intermediates(self, x: torch.Tensor, *args, **kwargs):
         """``model.forward_intermediates`` on the fast path (float32 outputs)."""

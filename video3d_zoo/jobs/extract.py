@@ -104,6 +104,9 @@ class ExtractionSummary:
             detail += f"; {t.get('shared_batches', 0)} of {count(int(t['batches']), 'batch')} beside decoding"
         mode = t.get("decoding", "inline")
         compiled = f"; loading or building the compiled model {t['compile_s']:.2f} s" if t.get("compile_s") else ""
+        if "compiled_batches" in t:  # a library built in the background serves only the later batches
+            compiled += (f"; batches run eager {int(t['eager_batches'])}, "
+                         f"compiled {int(t['compiled_batches'])}")
         return (f"timing: {t.get('wall_s', 0.0):.2f} s in all{compiled}; "
                 f"model {model:.2f} s ({count(clips, 'clip')}{detail}); "
                 f"waiting for decoded clips {t.get('waited_s', 0.0):.2f} s; decoding ({mode}) "
@@ -153,6 +156,10 @@ class _Collector:
     def __init__(self, tasks: List[_Task], summary: ExtractionSummary, progress, strict: bool) -> None:
         self.tasks, self.summary, self.progress, self.strict = tasks, summary, progress, strict
         self.write_s = 0.0
+        self.paths: Dict[int, List[str]] = {}  # per video, "eager" and/or "compiled" (compile=True only)
+
+    def ran(self, index: int, paths: List[str]) -> None:
+        self.paths[index] = paths
 
     def done(self, index: int, features: np.ndarray, spans: np.ndarray, decode_report) -> None:
         task = self.tasks[index]
@@ -163,6 +170,8 @@ class _Collector:
         started = time.perf_counter()
         meta = {**task.meta, "decode_report": json.dumps(report),
                 "video_info": dumps(video_info(task.job.source, report))}
+        if index in self.paths:  # information, not identity: both paths agree within the precision's tolerance
+            meta["execution"] = dumps(self.paths.pop(index))
         try:
             write_npz(task.job.output, features, spans, meta)
         except DiskFullError as exc:

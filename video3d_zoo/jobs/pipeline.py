@@ -239,6 +239,8 @@ class _Batcher:
         self.parts: Dict[int, list] = {}  # per video: (1 x D vector, (start, end)) of each clip run so far
         self.waiting: List[Tuple[int, Any]] = []  # decoded videos whose last clips are still pending
         self.model_s, self.clips, self.warm_s = 0.0, 0, 0.0
+        # per video, which paths its batches ran (a compiled model's first batches may run eager)
+        self.ran: Dict[int, set] = {}
         self.before_batch = lambda: None
 
     def clip(self, item: tuple) -> None:
@@ -249,12 +251,13 @@ class _Batcher:
             self.flush()
 
     def _warm_up(self, clip_shape: tuple) -> None:
-        # A compiled model loads (or builds) its library here, while the decoder works on the first batch.
+        # A compiled model loads its library here, while the decoder works on the first batch; one not
+        # built yet is built by another process while the first batches run eagerly.
         entry = {"pooled": "forward_features", "logits": "forward"}.get(self.layer)
         warm_up = getattr(self.model, "warm_up", None)
         if entry is not None and warm_up is not None:
             started = time.perf_counter()
-            if warm_up(entry, clip_shape):
+            if warm_up(entry, clip_shape, background=True):
                 self.warm_s = time.perf_counter() - started
 
     def done(self, index: int, report) -> None:
@@ -272,8 +275,13 @@ class _Batcher:
             self.before_batch()
             started = time.perf_counter()
             batch = self.stage([p[2] for p in self.pending])
+            before = self._batches_run()
             vectors = clip_outputs(self.model, batch, self.layer).cpu().numpy()
             self.model_s += time.perf_counter() - started
+            if before is not None:
+                path = "compiled" if self._batches_run()["compiled"] > before["compiled"] else "eager"
+                for p in self.pending:
+                    self.ran.setdefault(p[1], set()).add(path)
             self.clips += len(self.pending)
             for (_, index, _, start, end), row in zip(self.pending, vectors):
                 self.parts.setdefault(index, []).append((row, (start, end)))
@@ -281,8 +289,15 @@ class _Batcher:
         while self.waiting:
             self._finish(*self.waiting.pop(0))
 
+    def _batches_run(self) -> Optional[Dict[str, int]]:
+        compiling = getattr(getattr(self.model, "options", None), "compile", False)
+        return self.model.batches_run() if compiling and hasattr(self.model, "batches_run") else None
+
     def _finish(self, index: int, report) -> None:
         parts = self.parts.pop(index, [])
+        ran = self.ran.pop(index, None)
+        if ran and hasattr(self.sink, "ran"):  # provenance: eager, compiled, or both (a switch mid-video)
+            self.sink.ran(index, sorted(ran))
         features = np.stack([p[0] for p in parts]).astype(np.float32) if parts else np.zeros((0, 0), np.float32)
         spans = np.asarray([p[1] for p in parts], dtype=np.float64).reshape(-1, 2)
         try:
@@ -328,4 +343,7 @@ def run_clips(model, sources: Sequence, spec: InputSpec, protocol, layer: str, b
               "compile_s": batcher.warm_s}
     if share is not None:
         timing.update(batches=share.batches, shared_batches=share.shared_batches)
+    if getattr(getattr(model, "options", None), "compile", False) and hasattr(model, "batches_run"):
+        ran = model.batches_run()
+        timing.update(eager_batches=ran["eager"], compiled_batches=ran["compiled"])
     return timing

@@ -17,7 +17,10 @@ Every output of :func:`~video3d_zoo.jobs.extract.run_extraction` stores, next to
 
 A rerun keeps a file only when every key of :data:`IDENTITY_KEYS` is equal to what this run
 would write (:func:`compare_record`); anything else is recomputed, and the reason says which
-keys differ.  ``decode_report``, ``video_info`` and ``package_version`` are information, not identity.
+keys differ.  ``decode_report``, ``video_info`` and ``package_version`` are information, not identity,
+and so is ``execution`` (a compiled model's only): whether the video's batches ran ``"eager"``,
+``"compiled"`` or both - the first ``--compile`` run serves its first batches eagerly while another
+process builds the library (:mod:`video3d_zoo.inference.background`).
 """
 
 from __future__ import annotations
