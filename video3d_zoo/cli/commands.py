@@ -15,7 +15,8 @@ from typing import Callable, Dict, List, Optional
 from .argtypes import COMMAND_EXAMPLES, MODEL_REF_HELP, add_shared, finish_subparsers, int_in
 from .. import limits
 from .train import TRAINING_COMMANDS
-from ..errors import ConfigError, Video3DZooError
+from ..errors import ConfigError
+from .boundary import guarded
 from ..version import __version__
 
 Handler = Callable[[argparse.Namespace], int]
@@ -401,64 +402,11 @@ def _add_export_parser(sub) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run one command.  The error boundary: a user error (bad input, file or environment) prints
-    one ``video3d-zoo CMD: error: ...`` line (plus indented hints) and returns 2; an unexpected
-    exception keeps its traceback, says it is a bug, and returns 1."""
+    """Run one command inside the error boundary (:func:`~video3d_zoo.cli.boundary.guarded`): a user
+    error prints one ``video3d-zoo CMD: error: ...`` line and returns 2; anything else is a bug (1)."""
     args = build_parser().parse_args(argv)
-    try:
-        return _COMMANDS[args.command](args)
-    except BrokenPipeError:  # whoever read stdout went away (``| head``): nothing of ours went wrong
-        _silence_stdout()
-        return 141
-    except Video3DZooError as exc:  # an error may carry its advice as commands (cli_message) besides Python
-        message = getattr(exc, "cli_message", None) or str(exc)
-        if args.command in _ONE_LINE_ERRORS:
-            message = " ".join(message.split())
-        return _user_error(args.command, message)
-    except OSError as exc:
-        if exc.filename is None and not isinstance(exc, (PermissionError, FileNotFoundError)):
-            return _internal_error(args.command)
-        return _user_error(args.command, _describe_os_error(exc))
-    except KeyboardInterrupt:
-        print(f"video3d-zoo {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except Exception:
-        return _internal_error(args.command)
-
-
-def _user_error(command: str, message: str) -> int:
-    first, *rest = message.strip().splitlines() or ["(no message)"]
-    print(f"video3d-zoo {command}: error: {first}", file=sys.stderr)
-    for line in rest:
-        print(f"  {line}", file=sys.stderr)
-    return 2
-
-
-def _silence_stdout() -> None:
-    """Point stdout at /dev/null, so that flushing it at exit does not fail once more."""
-    import os
-
-    try:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except (OSError, ValueError, AttributeError):  # no real file descriptor (captured output)
-        pass
-
-
-def _describe_os_error(exc: OSError) -> str:
-    where = f"{exc.filename}: " if exc.filename else ""
-    reason = exc.strerror or str(exc)
-    return f"{where}{reason}"
-
-
-def _internal_error(command: str) -> int:
-    import traceback
-
-    from ..version import __version__
-
-    traceback.print_exc()
-    print(f"video3d-zoo {command}: internal error - this is a bug in video3d_zoo {__version__}, not a problem "
-          "with your input; please report it with the traceback above", file=sys.stderr)
-    return 1
+    return guarded(args.command, lambda: _COMMANDS[args.command](args),
+                   one_line=args.command in _ONE_LINE_ERRORS)
 
 
 def run() -> int:
