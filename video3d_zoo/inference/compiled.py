@@ -53,7 +53,7 @@ from ..errors import Video3DZooError
 from . import trusted_files
 from .trusted_files import UntrustedFile
 
-FORMAT = 1
+FORMAT = 2  # 2: bf16 stems on space-to-depth blocks (inference/space_to_depth.py)
 UNUSED_DAYS = 30
 _TOLERANCE = {torch.float32: 1e-3, torch.bfloat16: 0.05, torch.float16: 0.05}
 
