@@ -310,3 +310,21 @@ def test_a_cached_library_that_disagrees_with_eager_in_the_trial_call_is_not_use
     monkeypatch.setattr(compiled, "_eager_output", lambda *args: real(*args) + 1.0)
     with pytest.raises(compiled.CompileError, match="disagrees with the eager model"):
         compiled.load_or_build(prepared, "forward", example, home=home)
+
+
+def test_a_library_is_frozen_whatever_the_callers_grad_mode(tmp_path, monkeypatch):
+    """Inductor pre-packs the weights (freezing) only when gradients are off as it compiles; a build started
+    with them on - a job's first call, the background build process - made a 3.6x slower library."""
+    import torch._inductor.freezing as freezing
+
+    monkeypatch.setenv("VIDEO3D_ZOO_HOME", str(tmp_path / "home"))
+    frozen = []
+    original = freezing.freeze
+    monkeypatch.setattr(freezing, "freeze", lambda *a, **k: frozen.append(1) or original(*a, **k))
+    network = prepare_network(tiny(seed=21))
+    with torch.enable_grad():
+        runner = compiled.compile_entry(network, "forward", 2, CLIP, torch.float32)
+        x = torch.randn(2, *CLIP)
+        expected = network(x)
+        torch.testing.assert_close(runner(x), expected, rtol=1e-3, atol=1e-4)
+    assert frozen, "the library was compiled without freezing"

@@ -27,7 +27,7 @@ from __future__ import annotations
 import copy
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Union
+from typing import Callable, Dict, List, Optional, Union
 
 import torch
 from torch import nn
@@ -130,6 +130,14 @@ class InferenceModel(nn.Module):
         """How many calls of ``forward`` / ``forward_features`` ran eagerly and how many compiled (with
         ``compile=True``; a background build serves the first batches eagerly)."""
         return dict(self._batches)
+
+    def builds_running(self) -> List[int]:
+        """Process ids of background builds of this model's libraries still running (they finish on their
+        own, at the lowest priority, and the next run with ``compile=True`` loads what they built)."""
+        from .background import SwitchWhenBuilt
+
+        return [fn.build.process.pid for fn in self._compiled.values()
+                if isinstance(fn, SwitchWhenBuilt) and fn.build is not None and fn.build.poll() is None]
 
     def to(self, *args, **kwargs) -> "InferenceModel":
         """Itself, when asked for the device and precision it was prepared for; anything else is refused."""

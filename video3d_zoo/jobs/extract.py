@@ -90,6 +90,9 @@ class ExtractionSummary:
                          "(.npz.stale), so none is left beside this run's files")
         if self.ignored:
             lines.append(ignored_line(self.ignored))
+        if self.timing.get("builds_running"):
+            lines.append("the compiled model is still being built in another process (lowest priority); "
+                         "the next --compile run loads it")
         lines += [f"  FAILED {path}: {reason}" for path, reason in self.failed.items()]
         return "\n".join(lines)
 

@@ -346,4 +346,5 @@ def run_clips(model, sources: Sequence, spec: InputSpec, protocol, layer: str, b
     if getattr(getattr(model, "options", None), "compile", False) and hasattr(model, "batches_run"):
         ran = model.batches_run()
         timing.update(eager_batches=ran["eager"], compiled_batches=ran["compiled"])
+        timing["builds_running"] = len(model.builds_running())
     return timing
