@@ -14,9 +14,10 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+import statistics
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 
@@ -40,7 +41,8 @@ class BenchRow:
     gmacs_per_clip: float
     achieved_gmac_s: float
     fraction_of_peak: float
-    #: achieved FLOP/s over the fp32 / bf16 2048^3 matmul measured in the same run (nan where not measured)
+    #: achieved FLOP/s over the fp32 / bf16 2048^3 matmul: the faster of the run's first measurement and the
+    #: one timed between the variant's own calls (nan where not measured; see :func:`_time_beside`)
     of_fp32_matmul: float
     of_bf16_matmul: float
     peak_mem_mib: float
@@ -48,6 +50,9 @@ class BenchRow:
     torch_version: str
     machine: str
     date: str
+    #: the yardsticks of ``of_fp32_matmul`` / ``of_bf16_matmul``, GFLOP/s
+    fp32_matmul_gflops: float = float("nan")
+    bf16_matmul_gflops: float = float("nan")
 
 
 def machine_description() -> str:
@@ -74,11 +79,16 @@ def conv_peak_gflops(dtype: torch.dtype, device: torch.device, channels: int = 2
     return 2 * 8 * channels * channels * 27 * 4 * 14 * 14 / seconds / 1e9
 
 
-def matmul_peak_gflops(dtype: torch.dtype, device: torch.device, n: int = 2048, repeats: int = 5) -> float:
+def _matmul(dtype: torch.dtype, device: torch.device, n: int = 2048) -> Tuple[Callable[[], object], float]:
+    """A 2048^3 matrix multiply in ``dtype`` and its FLOP count (the yardstick of every "of ... matmul")."""
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
-    seconds = _time(lambda: a @ b, repeats, device)
-    return 2 * n ** 3 / seconds / 1e9
+    return (lambda: a @ b), 2.0 * n ** 3
+
+
+def matmul_peak_gflops(dtype: torch.dtype, device: torch.device, n: int = 2048, repeats: int = 5) -> float:
+    fn, flops = _matmul(dtype, device, n)
+    return flops / _time(fn, repeats, device) / 1e9
 
 
 def _sync(device: torch.device) -> None:
@@ -87,14 +97,38 @@ def _sync(device: torch.device) -> None:
 
 
 def _time(fn: Callable[[], object], repeats: int, device: torch.device, warmup: int = 1) -> float:
+    """Seconds per call, the median of ``repeats`` timed calls (a shared machine's stalls hit single calls)."""
     for _ in range(warmup):
         fn()
-    _sync(device)
-    start = time.perf_counter()
+    times = []
     for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
         fn()
-    _sync(device)
-    return (time.perf_counter() - start) / repeats
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _time_beside(fn: Callable[[], object], yardsticks: Dict[str, Tuple[Callable[[], object], float]],
+                 repeats: int, device: torch.device, warmup: int = 1) -> Tuple[float, Dict[str, float]]:
+    """Median seconds per call of ``fn``, and the GFLOP/s of each yardstick timed between its calls.
+
+    On a shared machine the matmul peak moves by a third within minutes (bf16 on AMX most: the tiles
+    of a core are shared with whatever runs on its other hyper-thread), so a fraction of a peak measured
+    minutes earlier says as much about the neighbours as about the model; measured call by call
+    beside the model, both see the same machine.
+    """
+    for _ in range(warmup):
+        fn()
+    times: List[float] = []
+    beside: Dict[str, List[float]] = {name: [] for name in yardsticks}
+    for _ in range(repeats):
+        for name, (stick, _) in yardsticks.items():  # a first call refills the caches the model emptied
+            beside[name].append(_time(stick, 1, device, warmup=1))
+        times.append(_time(fn, 1, device, warmup=0))
+    rates = {name: yardsticks[name][1] / statistics.median(t) / 1e9 for name, t in beside.items()}
+    return statistics.median(times), rates
 
 
 def _reset_peak_memory(device: torch.device) -> None:
@@ -152,6 +186,8 @@ def benchmark_model(name: str, variants: Iterable[str], batch_size: int = 8, fra
                     peaks: Optional[Dict[str, float]] = None) -> List[BenchRow]:
     """Rows for one registered model; the first variant measured is always eager fp32."""
     from ..api import create_model
+
+    variants = list(variants)
     from .profile import profile
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -159,6 +195,9 @@ def benchmark_model(name: str, variants: Iterable[str], batch_size: int = 8, fra
     model = create_model(name).eval().to(device)
     gmacs = profile(model, frames=frames, size=size).gmacs
     peaks = peaks or {}
+    sticks = {"matmul_fp32": _matmul(torch.float32, device)}
+    if "matmul_bf16" in peaks or any(v.endswith("bf16") for v in variants):
+        sticks["matmul_bf16"] = _matmul(torch.bfloat16, device)
     x = torch.randn(batch_size, model.in_chans, frames, size, size, device=device)
     stamp = _dt.date.today().isoformat()
     rows, eager_rate = [], None
@@ -166,18 +205,24 @@ def benchmark_model(name: str, variants: Iterable[str], batch_size: int = 8, fra
         runner = _variant_model(model, variant, device, batch_size)
         _reset_peak_memory(device)
         with torch.inference_mode():
-            seconds = _time(lambda r=runner: r(x), repeats, device, warmup=2 if "compiled" in variant else 1)
+            seconds, beside = _time_beside(lambda r=runner: r(x), sticks, repeats, device,
+                                           warmup=2 if "compiled" in variant else 1)
         memory = _peak_memory_mib(device)
         del runner
         latency = _latency_ms(model, variant, device, x[:1], repeats)
         rate = batch_size / seconds
         eager_rate = eager_rate or rate
         flops = 2 * gmacs * rate
-        peak = peaks.get("bf16" if variant.endswith("bf16") else "fp32", float("nan"))
+        # Each yardstick: the best of the run's first measurement and the one beside this variant, so that
+        # neither a slow moment of the machine nor a matmul slowed by the model's calls around it flatters it.
+        best = {key: max(beside.get(key, 0.0), peaks.get(key, 0.0)) or float("nan")
+                for key in ("matmul_fp32", "matmul_bf16")}
+        precision = "bf16" if variant.endswith("bf16") else "fp32"
+        ceiling = max(best[f"matmul_{precision}"], peaks.get(precision, 0.0))  # or the run's Conv3d yardstick
         rows.append(BenchRow(name, variant, batch_size, frames, size, rate, rate / eager_rate, latency, gmacs,
-                             gmacs * rate, flops / peak, flops / peaks.get("matmul_fp32", float("nan")),
-                             flops / peaks.get("matmul_bf16", float("nan")), memory, torch.get_num_threads(),
-                             torch.__version__, machine_description(), stamp))
+                             gmacs * rate, flops / ceiling, flops / best["matmul_fp32"], flops / best["matmul_bf16"],
+                             memory, torch.get_num_threads(), torch.__version__, machine_description(), stamp,
+                             best["matmul_fp32"], best["matmul_bf16"]))
     return rows
 
 
