@@ -436,11 +436,23 @@ def test_labels_by_packaged_list_name_resolve_and_round_trip():
      "entries[0] (resnet3d_10.tiny_16f).accuracy[0].value"),
     (lambda e: e.update(upstream={"release": "x", "file": "f.pth", "sha256": "12"}),
      "entries[0] (resnet3d_10.tiny_16f).upstream.sha256"),
+    *[(lambda e, url=url: e.update(upstream={"release": "x", "file": "f.pth", "url": url}),
+       "entries[0] (resnet3d_10.tiny_16f).upstream.url: expected null or an http:// or https:// address with a host")
+      for url in ("file:///etc/passwd", "ftp://example.org/f.pth", "weights/f.pth", "https:///f.pth",
+                  "https://host/with space.pth")],
 ])
 def test_malformed_entries_are_rejected_naming_entry_and_field(mutate, expected):
     entry = copy.deepcopy(_good_entry())
     mutate(entry)
     assert expected in _problems(_manifest(entry))
+
+
+@pytest.mark.parametrize("url", ["https://drive.google.com/open?id=1xb", "http://127.0.0.1:8080/f.pth",
+                                 "https://download.pytorch.org/models/r2plus1d_18-91a641e6.pth"])
+def test_web_addresses_are_accepted_as_upstream_urls(url):
+    entry = copy.deepcopy(_good_entry())
+    entry["upstream"] = {"release": "x", "file": "f.pth", "url": url}
+    assert parse_manifest(_manifest(entry)).entries[0].upstream.url == url
 
 
 @pytest.mark.parametrize("record, mutate, where", [

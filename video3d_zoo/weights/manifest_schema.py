@@ -31,6 +31,8 @@ SCHEMA_VERSION = 1
 TAG_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 _HEX40_RE = re.compile(r"^[0-9a-f]{40}$")
 _HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
+# where an original checkpoint can be fetched from: a web address with a host (not file:, ftp:, a path)
+_WEB_URL_RE = re.compile(r"^https?://[^\s/?#]+(?:[/?#]\S*)?$")
 _HEX_RE = re.compile(r"^[0-9a-f]+$")
 _REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 METRICS = ("top1", "top5", "mean_top1_top5")
@@ -193,7 +195,7 @@ class Upstream(Record):
 
     release: str = text(required=True)
     file: str = text(required=True)
-    url: Optional[str] = text()
+    url: Optional[str] = pattern(_WEB_URL_RE, "null or an http:// or https:// address with a host")
     sha256: Optional[str] = pattern(_HEX64_RE, "null or 64 lower-case hex digits (sha256)")
     sha256_prefix: Optional[str] = _json_field(JsonField(
         "6-64 lower-case hex digits", lambda v: isinstance(v, str) and _HEX_RE.match(v) is not None
