@@ -3,8 +3,8 @@
 Why: the first convolution of most 3D ResNets reads 3 channels (RGB) with a 7x7x7 kernel at spatial
 stride 2.  oneDNN's AMX kernels (``brg_conv_fwd``) reduce over the input channels of one kernel tap
 at a time, so with 3 channels an AMX tile multiply does 3 of the 32 multiply-adds it could, and
-the stem of a resnet3d_50 - a third of its multiply-adds - took 52 % of a compiled bf16 batch at
-about 20 % of the bf16 matmul peak (2-core Xeon with AMX, batch 8, 16x112x112; docs/performance.md).
+the stem of a resnet3d_50 - a third of its multiply-adds - took half of a compiled bf16 batch at
+about a fifth of the bf16 matmul peak (2-core Xeon with AMX, batch 8, 16x112x112; docs/performance.md).
 
 What: a stride-2 convolution over H and W is the same as a stride-1 convolution over the input
 rearranged into 2x2 blocks ("space to depth": 4x the channels, half the height and width) with the
