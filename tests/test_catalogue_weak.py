@@ -211,6 +211,13 @@ def _missing(tmp, tiny, marker):
     return tmp / "missing.pth"
 
 
+def _missing_head(tmp, tiny, marker):
+    sd = tiny_sd(tiny)
+    del sd["fc.weight"]  # the tensor the architecture is read from: found missing while recognising it
+    torch.save(sd, tmp / "no_head.pth")
+    return tmp / "no_head.pth"
+
+
 def _legacy_cut(at):
     def make(tmp, tiny, marker):
         path = tmp / "cut.pth"
@@ -250,6 +257,8 @@ BAD = [
         _weight("conv1.weight", torch.int64), before_load=False),
     Bad("missing_key", CheckpointError, ("missing tensor(s) 'layer1.0.conv1.weight'", "a resnet3d checkpoint",
                                          "kenshohara2020 layout"), _missing, before_load=False),
+    Bad("missing_head", CheckpointError, ("expected tensor 'fc.weight' is missing from the checkpoint",),
+        _missing_head, before_load=False),
     Bad("legacy_declares_6GiB", CheckpointError, ("refused before reading", "(FloatStorage, 6.0 GiB)"),
         lambda tmp, *_: legacy_file(tmp / "huge.pth", (6 << 30) // 4)),
     Bad("legacy_declares_more_than_it_holds", CheckpointError,
@@ -281,6 +290,7 @@ def test_bad_checkpoint_is_one_line_and_nothing_is_written(case, tiny, tmp_path,
         with pytest.raises(case.error) as info:
             load()
         assert all(phrase in str(info.value) for phrase in case.phrases), str(info.value)
+        assert str(src) in str(info.value), "the error names the file it is about"
     out = tmp_path / "out"
     code, stdout, err = run_cli(capsys, "convert", src, "-o", out)
     assert code == 2 and stdout == ""

@@ -187,18 +187,25 @@ def convert_source(source: Union[PathLike, Mapping[str, Any]]) -> ConvertedCheck
     if isinstance(source, Mapping):
         return convert_checkpoint(source)
     obj, config = read_checkpoint(source)
-    if config is not None:
-        result = to_zoo_layout(obj, filename=Path(source).name, layout=KENSHOHARA2020)  # the zoo's own
-        converted = ConvertedCheckpoint(result.state_dict, config, result.layout)
-    else:
-        from .identity import with_release_identity
-        from .manifest import load_manifest
-
-        # a file named and shaped like a manifest entry's release file gets the entry's labels, tag and spec
-        converted = with_release_identity(convert_checkpoint(obj, filename=Path(source).name), Path(source).name,
-                                          load_manifest)
+    try:
+        converted = _convert_read(obj, config, Path(source).name)
+    except CheckpointError as exc:  # what is wrong with the tensors, said of the file they came from
+        if str(source) in str(exc):
+            raise
+        raise type(exc)(f"{source}: {exc}") from exc
     converted.origin, converted.source_bytes = str(source), _source_size(Path(source))
     return converted
+
+
+def _convert_read(obj: Any, config: Optional[ModelConfig], name: str) -> ConvertedCheckpoint:
+    if config is not None:
+        result = to_zoo_layout(obj, filename=name, layout=KENSHOHARA2020)  # the zoo's own
+        return ConvertedCheckpoint(result.state_dict, config, result.layout)
+    from .identity import with_release_identity
+    from .manifest import load_manifest
+
+    # a file named and shaped like a manifest entry's release file gets the entry's labels, tag and spec
+    return with_release_identity(convert_checkpoint(obj, filename=name), name, load_manifest)
 
 
 def _source_size(path: Path) -> int:
