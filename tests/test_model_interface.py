@@ -454,3 +454,25 @@ def test_unknown_argument_is_refused_before_any_weights_are_read(saved_folders, 
         video3d_zoo.create_model("resnet3d_18", pretrained=saved_folders["resnet3d_18"], layers=(1, 1, 1, 1))
     with pytest.raises(ConfigError, match="unknown argument 'foo'"):
         video3d_zoo.load_model("resnet3d_18", foo=1)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_one_clip_too_small_for_batchnorm_in_training_is_said_plainly(name, monkeypatch):
+    """At the minimum input size a single clip may reach the last stage as 1 x 1 x 1, where BatchNorm
+    cannot train: the model says so (and only where torch would indeed refuse)."""
+    from video3d_zoo.errors import InputShapeError
+
+    model = build_tiny(name).train()
+    x = torch.randn(1, model.in_chans, *model.min_input_size)
+    try:
+        model(x)
+    except InputShapeError as exc:
+        assert "BatchNorm needs more than one value per channel" in str(exc)
+        assert "batches of 2 or more clips" in str(exc)
+        monkeypatch.setattr(type(model), "_one_value_per_channel_at_the_end", lambda *a: False)
+        with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
+            model(x)  # torch's own refusal: the check fires only where it is due
+    model(torch.randn(2, model.in_chans, *model.min_input_size))  # two clips train
+    model.eval()
+    with torch.no_grad():
+        model(x)  # and one clip runs for inference

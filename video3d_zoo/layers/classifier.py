@@ -45,6 +45,13 @@ def _out_len(n: int, kernel: int, stride: int, padding: int) -> int:
     return (n + 2 * padding - kernel) // stride + 1
 
 
+def out_length(ops: Sequence[Tuple[int, int, int]], n: int) -> int:
+    """Length after every (kernel, stride, padding) op, from ``n``."""
+    for kernel, stride, padding in ops:
+        n = _out_len(n, kernel, stride, padding)
+    return n
+
+
 def min_length(ops: Sequence[Tuple[int, int, int]], limit: int = 4096) -> int:
     """Smallest input length for which every (kernel, stride, padding) op yields >= 1."""
     for n in range(1, limit):
@@ -161,6 +168,15 @@ class VideoClassifier(nn.Module):
             raise InputShapeError(
                 f"input T x H x W = {t} x {h} x {w} is below this model's minimum "
                 f"{mt} x {mh} x {mw} (shape {tuple(x.shape)})")
+        if self.training and x.shape[0] == 1 and self._one_value_per_channel_at_the_end(t, h, w):
+            raise InputShapeError(
+                f"in training mode BatchNorm needs more than one value per channel, but one clip of {t} x {h} x "
+                f"{w} reaches the last stage as 1 x 1 x 1; train on batches of 2 or more clips or on larger "
+                "clips, or call model.eval() for inference")
+
+    def _one_value_per_channel_at_the_end(self, t: int, h: int, w: int) -> bool:
+        final = (out_length(self._ops_t, t), out_length(self._ops_s, h), out_length(self._ops_s, w))
+        return final == (1, 1, 1) and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.modules())
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         """Everything before the first stage."""
