@@ -259,6 +259,15 @@ def test_not_a_release_points_to_convert(home, tmp_path, capsys):
     assert "no such file or folder" in out
 
 
+def test_a_file_that_is_no_checkpoint_is_told_so_not_sent_to_convert(home, tmp_path, capsys):
+    junk = tmp_path / "holiday.pth"
+    junk.write_bytes(bytes(range(256)) * 20)
+    assert cli.main(["import", str(junk)]) == 1
+    out = capsys.readouterr().out
+    assert "refused" in out and f"{junk}: not a checkpoint" in out
+    assert "not a release" not in out and "video3d-zoo convert" not in out
+
+
 def test_torchvision_original_with_its_hash_in_its_name_imports(home, tmp_path, monkeypatch, no_network):
     """The full-width mc3_18 file, named as torch.hub names it (sha256 prefix), in a manifest that expects it."""
     sd = as_torchvision(fabricate("mc3_18", 400, seed=3))

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
-from ..errors import Video3DZooError
+from ..errors import CheckpointError, Video3DZooError
 from .originals import (ALREADY, INSTALLED, NOT_RELEASED, REFUSED, STATUSES, ImportResult,  # noqa: F401
                         import_original, one_message)
 from .resolve import CHECKPOINT_SUFFIXES
@@ -153,6 +153,13 @@ def _candidates(paths: Iterable[PathLike], index: Dict[str, Any]) -> List[Tuple[
 def _not_released(path: Path, explicit: bool) -> ImportResult:
     if explicit and not path.exists():
         return ImportResult(str(path), REFUSED, None, "no such file or folder")
+    if explicit and path.is_file() and not path.name.lower().endswith(".safetensors"):
+        from .checkpoint_files import check_pickle
+
+        try:  # a file that is no checkpoint at all is told so, not sent to convert (opcodes read, nothing run)
+            check_pickle(path)
+        except CheckpointError as exc:
+            return ImportResult(str(path), REFUSED, None, str(exc))
     folder = f"./{path.name.split('.')[0] or 'converted'}"
     return ImportResult(str(path), NOT_RELEASED, None,
                         f"{path.name} is not the name of a released checkpoint in the weights manifest (a renamed "
