@@ -27,6 +27,8 @@ CHILD = """
 import sys, time, torch, video3d_zoo
 from video3d_zoo.inference import prepare
 from video3d_zoo.inference.bench import matmul_peak_gflops
+from video3d_zoo.inference.memory import reuse_freed_memory
+reuse_freed_memory()  # as the video3d-zoo command does: otherwise page faults land inside the primitives
 if {plain}:
     prepare.use_space_to_depth = lambda device, precision: False
 torch.manual_seed(0)

@@ -9,7 +9,7 @@ AOTInductor compiles it, with freezing, into a shared library holding the weight
 processes load that library in about 0.05 s.
 
 * Key: sha256 of everything the library depends on - the prepared weights' bytes, the model
-  class and config, the entry point (``forward`` or ``forward_features``), the input shape and
+  class, config and module tree, the entry point (``forward`` or ``forward_features``), the input shape and
   dtype, the torch and Python versions, the machine, its CPU flags and the thread count.
   Different weights can never reuse a library built for others.
 * Files: ``<home>/compiled/<key>.<sha256 prefix>.so`` and ``<key>.json`` (the library's name,
@@ -53,7 +53,7 @@ from ..errors import Video3DZooError
 from . import trusted_files
 from .trusted_files import UntrustedFile
 
-FORMAT = 3  # 2: bf16 stems on space-to-depth blocks; 3: always frozen (see _build)
+FORMAT = 4  # 2: bf16 stems on space-to-depth blocks; 3: always frozen (see _build); 4: the module tree keyed
 UNUSED_DAYS = 30
 _TOLERANCE = {torch.float32: 1e-3, torch.bfloat16: 0.05, torch.float16: 0.05}
 
@@ -100,6 +100,9 @@ def artefact_key(model: nn.Module, entry: str, example: torch.Tensor, weights_di
             "machine": platform.machine(), "cpu_flags": hashlib.sha256(_cpu_flags().encode()).hexdigest(),
             "threads": torch.get_num_threads(),  # inductor sizes its parallel loops when it compiles
             "class": f"{type(model).__module__}.{type(model).__qualname__}", "entry": entry,
+            # the prepared module tree: a rewrite that keeps the weights (a stem on space-to-depth blocks,
+            # time folded or not) changes the graph the library holds, not the weights digest
+            "modules": hashlib.sha256(repr(model).encode()).hexdigest(),
             "config": config.to_json() if hasattr(config, "to_json") else None,
             "input": [list(example.shape), str(example.dtype), list(example.stride())]}
     if weights_digest is None:
