@@ -119,6 +119,21 @@ def main() -> None:
     for label, n, ms, macs in sorted(rows, key=lambda r: -r[2]):
         rate = 2 * macs / ms / 1e6 if macs else float("nan")
         print(f"{label:58s} {n:3d} {ms:7.2f} {ms / wall_ms:6.1%} {rate:8.0f} {rate / peak:7.1%}")
+    print("by kind: " + ", ".join(f"{kind} x{n} {ms:.1f} ms ({ms / wall_ms:.0%}, {2 * macs / ms / 1e6:.0f} GFLOP/s)"
+                                  for kind, (n, ms, macs) in by_kind(rows).items() if macs)
+          + f", not oneDNN {wall_ms - onednn:.1f} ms ({(wall_ms - onednn) / wall_ms:.0%})")
+
+
+def by_kind(rows):
+    """(count, milliseconds, multiply-adds) of the stem (the first primitive run), and of the other
+    convolutions by kernel size."""
+    kinds = collections.OrderedDict()
+    for index, (label, n, ms, macs) in enumerate(rows):
+        kernel = re.search(r" k(\d+x\d+x\d+) ", label)
+        kind = "stem" if index == 0 else (kernel.group(1) if kernel else label.split()[0])
+        count, total, work = kinds.get(kind, (0, 0.0, 0))
+        kinds[kind] = (count + n, total + ms, work + macs)
+    return kinds
 
 
 if __name__ == "__main__":
