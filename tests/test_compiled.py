@@ -399,3 +399,24 @@ def test_swapping_in_the_copies_keeps_the_results_bit_identical(built, monkeypat
     torch_side = compiled_call._AlignedTorchRunner(torch._C._aoti.AOTIModelContainerRunnerCpu(str(runner.path), 1))
     assert torch_side.constants_realigned is True
     torch.testing.assert_close(torch_side.run([example])[0], reference, rtol=0, atol=0)
+
+
+def test_a_refused_swap_leaves_the_library_on_its_own_constants(built, monkeypatch):
+    from video3d_zoo.inference import compiled_call
+
+    _, example, runner, _ = built
+    reference = torch._C._aoti.AOTIModelContainerRunnerCpu(str(runner.path), 1).run([example])[0]
+    monkeypatch.setattr(compiled_call, "aligned_copies", lambda constants: {n: t.clone() for n, t in constants.items()})
+    real_call = compiled_call.LibraryRunner._call
+
+    def refusing(self, name, *args):
+        if name == "AOTInductorModelContainerUpdateUserManagedConstantBufferPairs":
+            raise RuntimeError(f"{name} failed (status 1)")
+        return real_call(self, name, *args)
+
+    monkeypatch.setattr(compiled_call.LibraryRunner, "_call", refusing)
+    kept = compiled_call.LibraryRunner(runner.path)
+    if not hasattr(kept._lib, "AOTInductorModelContainerUpdateUserManagedConstantBufferPairs"):
+        pytest.skip("this torch's libraries cannot swap their constants")
+    assert kept.constants_realigned is None and kept._constant_handles == []
+    torch.testing.assert_close(kept.run([example])[0], reference, rtol=0, atol=0)

@@ -49,8 +49,8 @@ class _ConstantEntry(ctypes.Structure):
     _fields_ = [("name", ctypes.c_char_p), ("handle", ctypes.c_void_p)]
 
 
-#: the functions that swap a library's constants for aligned copies (torch 2.10 onwards; without them the
-#: library runs on its own, possibly misaligned, constants)
+#: the functions that swap a library's constants for aligned copies (all in torch 2.13's libraries; where one
+#: is missing, or the swap is refused, the library runs on its own, possibly misaligned, constants)
 _CONSTANT_SIGNATURES = {
     "AOTInductorModelContainerExtractConstantsMapEntries": [_HANDLE, ctypes.POINTER(ctypes.POINTER(_ConstantEntry)),
                                                             ctypes.POINTER(_SIZE), ctypes.c_bool],
@@ -98,7 +98,7 @@ class LibraryRunner:
         self._call("AOTInductorModelContainerGetNumOutputs", self._handle, ctypes.byref(outputs))
         self.num_outputs = outputs.value
         self._constant_handles: list = []
-        #: whether the constants were moved to aligned memory (None: this torch's library cannot say)
+        #: whether the constants were moved to aligned memory (None: this library cannot swap them)
         self.constants_realigned: Optional[bool] = self._align_constants()
 
     def _align_constants(self) -> Optional[bool]:
@@ -114,14 +114,18 @@ class LibraryRunner:
             return False
         # The library keeps using these handles and never frees them ("user managed"): they are stolen back
         # into tensors, and freed, only after the container is deleted (__del__).
-        self._constant_handles = torch._C._aoti.unsafe_alloc_void_ptrs_from_tensors(list(copies.values()))
+        handles = torch._C._aoti.unsafe_alloc_void_ptrs_from_tensors(list(copies.values()))
         pairs = (_ConstantEntry * len(copies))(*[_ConstantEntry(name, _capsule_pointer(capsule, None))
-                                                 for name, capsule in zip(copies, self._constant_handles)])
-        # into the inactive buffer, swapped in, and the block of misaligned originals freed
-        self._call("AOTInductorModelContainerUpdateUserManagedConstantBufferPairs", self._handle, pairs,
-                   ctypes.c_size_t(len(copies)), True, True)
-        self._call("AOTInductorModelContainerSwapConstantBuffer", self._handle)
-        self._call("AOTInductorModelContainerFreeInactiveConstantBuffer", self._handle)
+                                                 for name, capsule in zip(copies, handles)])
+        try:  # into the inactive buffer first: a refusal leaves the library running on its own constants
+            self._call("AOTInductorModelContainerUpdateUserManagedConstantBufferPairs", self._handle, pairs,
+                       ctypes.c_size_t(len(copies)), True, True)
+            self._call("AOTInductorModelContainerSwapConstantBuffer", self._handle)
+        except RuntimeError:
+            torch._C._aoti.alloc_tensors_by_stealing_from_void_ptrs(handles)  # frees them
+            return None
+        self._constant_handles = handles
+        self._call("AOTInductorModelContainerFreeInactiveConstantBuffer", self._handle)  # the misaligned block
         return True
 
     def constants(self) -> Dict[str, torch.Tensor]:
