@@ -36,7 +36,8 @@ from torch import nn
 #: at most this many input channels: beyond it oneDNN fills the tiles by itself
 MAX_IN_CHANNELS = 4
 #: time folds into the blocks for temporal kernels this long or longer: measured faster for 7 frames
-#: (1.09x eager, 1.17x compiled with the max-pool after it), slower for 3 (0.82-0.94x) and 1 (0.64-0.78x)
+#: (1.09x eager, 1.17x compiled with the max-pool after it; 1.04-1.10x without one), slower for 3
+#: (0.82-0.94x) and 1 (0.64-0.78x)
 MIN_FRAMES_TO_FOLD = 7
 
 
