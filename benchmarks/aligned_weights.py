@@ -45,10 +45,12 @@ def runners(library, off_line_tries: int = 8):
 
 
 def main() -> None:
+    from video3d_zoo.cli.argtypes import int_in
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="resnet3d_50")
     parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int_in(1, 1000), default=7, help="timed calls per runner, 1 to 1000")
     parser.add_argument("--tiny", action="store_true")
     args = parser.parse_args()
 
